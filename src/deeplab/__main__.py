@@ -1,0 +1,3 @@
+from deeplab.cli import main
+
+raise SystemExit(main())
