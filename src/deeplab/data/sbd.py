@@ -1,0 +1,275 @@
+"""SBD (Hariharan et al. 2011) extra annotations and the ``train_aug`` split (SPEC section 2).
+
+SBD layout (the ``benchmark_RELEASE`` archive)::
+
+    benchmark_RELEASE/dataset/
+      img/<name>.jpg
+      cls/<name>.mat      MATLAB struct GTcls; GTcls.Segmentation is the (H, W) class map
+      train.txt, val.txt  8,498 and 2,857 names
+
+``train_aug`` = SBD train + SBD val + VOC train, minus VOC val, de-duplicated and sorted
+(10,582 names on the full data); ``trainval_aug`` = ``train_aug`` + VOC val (12,031). The
+paper trains on ``train_aug`` with labels from a ``SegmentationClassAug`` folder, which
+:func:`build_segmentation_class_aug` writes.
+
+``.mat`` files are read with ``scipy.io.loadmat`` (MATLAB v5 format parsing, no pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.io
+
+from deeplab.data import image_io
+from deeplab.data.classes import VOC_CLASSES, write_label_png
+from deeplab.data.sample import Sample, SegmentationDataset
+from deeplab.data.voc import (
+    AUG_LABEL_DIR,
+    LABEL_DIR,
+    find_voc_root,
+    read_name_list,
+    write_name_list,
+)
+
+__all__ = [
+    "TRAIN_AUG_SIZE",
+    "SBDSegmentation",
+    "build_segmentation_class_aug",
+    "convert_sbd_labels",
+    "find_sbd_root",
+    "load_sbd_label",
+    "train_aug_names",
+    "trainval_aug_names",
+    "write_aug_lists",
+]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_AUG_SIZE = 10582
+"""Size of ``train_aug`` on the full SBD + VOC 2012 data (the paper's training set)."""
+
+AUG_LIST_DIR = "ImageSets/SegmentationAug"
+
+
+def train_aug_names(
+    sbd_train: Iterable[str],
+    sbd_val: Iterable[str],
+    voc_train: Iterable[str],
+    voc_val: Iterable[str],
+) -> list[str]:
+    """(SBD train ∪ SBD val ∪ VOC train) \\ VOC val, sorted: the paper's training list."""
+    pool = set(sbd_train) | set(sbd_val) | set(voc_train)
+    return sorted(pool - set(voc_val))
+
+
+def trainval_aug_names(train_aug: Iterable[str], voc_val: Iterable[str]) -> list[str]:
+    """``train_aug`` ∪ VOC val, sorted: the list for the final fine-tuning (never scored on val)."""
+    return sorted(set(train_aug) | set(voc_val))
+
+
+def find_sbd_root(root: str | os.PathLike[str]) -> Path:
+    """Resolve ``root`` to the SBD ``dataset`` folder (the one holding ``img/`` and ``cls/``).
+
+    Accepts that folder, ``benchmark_RELEASE``, or the folder above ``benchmark_RELEASE``.
+    """
+    base = Path(root)
+    if not base.exists():
+        raise FileNotFoundError(f"SBD root not found: {base}")
+    for candidate in (base, base / "dataset", base / "benchmark_RELEASE" / "dataset"):
+        if (candidate / "cls").is_dir() and (candidate / "img").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"{base} is not an SBD folder: no img/ and cls/ in it, nor in dataset/ or "
+        f"benchmark_RELEASE/dataset/ below it"
+    )
+
+
+def load_sbd_label(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read ``GTcls.Segmentation`` from an SBD ``cls/*.mat`` file as (H, W) uint8."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"SBD label file not found: {p}")
+    try:
+        contents = scipy.io.loadmat(
+            p, struct_as_record=False, squeeze_me=True, variable_names=["GTcls"]
+        )
+    except NotImplementedError as exc:
+        # scipy raises this for MATLAB v7.3 (HDF5) files, which SBD does not use.
+        raise ValueError(f"SBD label file {p} is a MATLAB v7.3 file, not supported") from exc
+    except (ValueError, TypeError, OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"SBD label file {p} is not a readable .mat file: {exc}") from exc
+    gt = contents.get("GTcls")
+    if gt is None:
+        raise ValueError(f"SBD label file {p} has no GTcls variable")
+    seg = getattr(gt, "Segmentation", None)
+    if seg is None:
+        raise ValueError(f"SBD label file {p}: GTcls has no Segmentation field")
+    seg = np.asarray(seg)
+    if seg.ndim != 2 or seg.size == 0:
+        raise ValueError(f"SBD label file {p}: Segmentation has shape {seg.shape}, expected (H, W)")
+    if not (np.issubdtype(seg.dtype, np.integer) or np.issubdtype(seg.dtype, np.floating)):
+        raise ValueError(f"SBD label file {p}: Segmentation has dtype {seg.dtype}")
+    if np.issubdtype(seg.dtype, np.floating) and not np.array_equal(seg, np.round(seg)):
+        raise ValueError(f"SBD label file {p}: Segmentation has non-integer values")
+    if seg.min() < 0 or seg.max() > 255:
+        raise ValueError(
+            f"SBD label file {p}: Segmentation values {seg.min()}..{seg.max()} do not fit 0..255"
+        )
+    return seg.astype(np.uint8)
+
+
+class SBDSegmentation(SegmentationDataset):
+    """An SBD split (``train`` or ``val``) as a sequence of :class:`Sample`.
+
+    SBD labels have no void borders: every pixel is a class in 0..20.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        check_files: bool = True,
+    ) -> None:
+        self.root = find_sbd_root(root)
+        self.split = split
+        self.list_file = self.root / f"{split}.txt"
+        self.names = read_name_list(self.list_file)
+        self.class_names = VOC_CLASSES
+        if not self.names:
+            raise ValueError(f"SBD list {self.list_file} is empty")
+        if check_files:
+            missing = [
+                str(path)
+                for name in self.names
+                for path in (self.image_path(name), self.label_path(name))
+                if not path.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} file(s) listed by {self.list_file} are missing, e.g. "
+                    + ", ".join(missing[:3])
+                )
+
+    def image_path(self, name: str) -> Path:
+        return self.root / "img" / f"{name}.jpg"
+
+    def label_path(self, name: str) -> Path:
+        return self.root / "cls" / f"{name}.mat"
+
+    def _load(self, index: int) -> Sample:
+        name = self.names[index]
+        image = image_io.load_image(self.image_path(name))
+        label = load_sbd_label(self.label_path(name))
+        if image.shape[:2] != label.shape:
+            raise ValueError(
+                f"{self.label_path(name)} is {label.shape[0]}x{label.shape[1]} but its image is "
+                f"{image.shape[0]}x{image.shape[1]} (HxW)"
+            )
+        return Sample(name=name, image=image, label=label)
+
+
+def convert_sbd_labels(
+    sbd_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Write SBD ``cls/*.mat`` labels as VOC-palette PNGs into ``out_dir``.
+
+    ``names`` defaults to SBD train + val. Existing PNGs are kept unless ``overwrite``, so an
+    interrupted conversion resumes (each PNG is written atomically). Returns how many were
+    written.
+    """
+    root = find_sbd_root(sbd_root)
+    if names is None:
+        names = sorted(
+            set(read_name_list(root / "train.txt")) | set(read_name_list(root / "val.txt"))
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name in names:
+        target = out / f"{name}.png"
+        if target.exists() and not overwrite:
+            continue
+        write_label_png(target, load_sbd_label(root / "cls" / f"{name}.mat"))
+        written += 1
+    logger.info("converted %d SBD labels to %s", written, out)
+    return written
+
+
+def build_segmentation_class_aug(
+    voc_root: str | os.PathLike[str],
+    sbd_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    prefer: Literal["voc", "sbd"] = "voc",
+    overwrite: bool = False,
+) -> Path:
+    """Fill a ``SegmentationClassAug`` folder: SBD labels plus VOC's own for VOC trainval.
+
+    For an image annotated by both, ``prefer="voc"`` keeps VOC's label (it has the 255
+    border bands the evaluation ignores); ``"sbd"`` keeps SBD's. ``out_dir`` defaults to
+    ``<voc_root>/SegmentationClassAug``. Returns the folder.
+    """
+    if prefer not in ("voc", "sbd"):
+        raise ValueError(f"prefer must be 'voc' or 'sbd', got {prefer!r}")
+    voc = find_voc_root(voc_root)
+    sbd = find_sbd_root(sbd_root)
+    out = Path(out_dir) if out_dir is not None else voc / AUG_LABEL_DIR
+    voc_names = set(read_name_list(voc / "ImageSets" / "Segmentation" / "trainval.txt"))
+    sbd_names = set(read_name_list(sbd / "train.txt")) | set(read_name_list(sbd / "val.txt"))
+    sbd_only = sorted(sbd_names - voc_names) if prefer == "voc" else sorted(sbd_names)
+    convert_sbd_labels(sbd, out, names=sbd_only, overwrite=overwrite)
+    voc_only = sorted(voc_names) if prefer == "voc" else sorted(voc_names - sbd_names)
+    copied = 0
+    for name in voc_only:
+        target = out / f"{name}.png"
+        if target.exists() and not overwrite:
+            continue
+        # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
+        # indices whatever tool produced the source.
+        write_label_png(target, image_io.load_label(voc / LABEL_DIR / f"{name}.png"))
+        copied += 1
+    logger.info("SegmentationClassAug: %d VOC labels written to %s", copied, out)
+    return out
+
+
+def write_aug_lists(
+    voc_root: str | os.PathLike[str],
+    sbd_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Write ``train_aug.txt`` and ``trainval_aug.txt`` (default ``ImageSets/SegmentationAug``).
+
+    Returns {"train_aug": path, "trainval_aug": path}.
+    """
+    voc = find_voc_root(voc_root)
+    sbd = find_sbd_root(sbd_root)
+    lists = voc / "ImageSets" / "Segmentation"
+    voc_train = read_name_list(lists / "train.txt")
+    voc_val = read_name_list(lists / "val.txt")
+    train_aug = train_aug_names(
+        read_name_list(sbd / "train.txt"), read_name_list(sbd / "val.txt"), voc_train, voc_val
+    )
+    trainval_aug = trainval_aug_names(train_aug, voc_val)
+    if len(voc_train) == 1464 and len(voc_val) == 1449 and len(train_aug) != TRAIN_AUG_SIZE:
+        logger.warning(
+            "train_aug has %d names, the paper's has %d: is the SBD copy complete?",
+            len(train_aug),
+            TRAIN_AUG_SIZE,
+        )
+    out = Path(out_dir) if out_dir is not None else voc / AUG_LIST_DIR
+    paths = {"train_aug": out / "train_aug.txt", "trainval_aug": out / "trainval_aug.txt"}
+    write_name_list(paths["train_aug"], train_aug)
+    write_name_list(paths["trainval_aug"], trainval_aug)
+    logger.info(
+        "wrote train_aug (%d) and trainval_aug (%d) to %s", len(train_aug), len(trainval_aug), out
+    )
+    return paths
