@@ -1,0 +1,185 @@
+"""Accuracy near object boundaries: the "trimap" bands of paper Fig. 5 (SPEC section 5).
+
+For a band width w, the scored pixels are those within the square dilation of size 2w+1 of
+the void (255) pixels, minus the void pixels themselves. A pixel lies in that dilation
+exactly when its chessboard (Chebyshev) distance to the nearest void pixel is <= w, so one
+distance transform per image gives the bands of every width at once: band(w) = {1 <= d <= w}.
+
+The bands are nested, so each pixel is counted once at its own distance d, into a
+(max_width, K, K) histogram, and a cumulative sum over d yields the confusion matrix of
+every width together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from deeplab.metrics.confusion import (
+    IGNORE_INDEX,
+    ConfusionMatrix,
+    check_pred_label,
+    mean_iou,
+    pixel_accuracy,
+)
+
+__all__ = [
+    "DEFAULT_WIDTHS",
+    "TrimapEvaluator",
+    "band_mask",
+    "band_masks",
+    "void_distance",
+]
+
+DEFAULT_WIDTHS: tuple[int, ...] = tuple(range(1, 41))
+"""Band widths of the paper's Fig. 5: 1..40 pixels."""
+
+_FAR = np.iinfo(np.int32).max
+
+
+def void_distance(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) int32 chessboard distance from each pixel to the nearest void pixel.
+
+    0 on void pixels; ``int32 max`` everywhere when the label has no void pixel. Pixels past
+    the image border are not void, as with ``binary_dilation``'s default border.
+    """
+    lab = np.asarray(label)
+    if lab.ndim != 2:
+        raise ValueError(f"label must be (H, W), got {lab.shape}")
+    not_void = lab != ignore_index
+    if not_void.all():
+        return np.full(lab.shape, _FAR, dtype=np.int32)
+    if not not_void.any():
+        return np.zeros(lab.shape, dtype=np.int32)
+    # distance_transform_cdt measures, for every non-zero input pixel, the distance to the
+    # nearest zero pixel: here from each non-void pixel to the nearest void one.
+    return ndimage.distance_transform_cdt(not_void, metric="chessboard").astype(np.int32)
+
+
+def band_mask(label: np.ndarray, width: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) bool: the pixels scored at band ``width`` (dilated void minus void)."""
+    if width < 1:
+        raise ValueError(f"band width must be >= 1, got {width}")
+    d = void_distance(label, ignore_index)
+    return (d >= 1) & (d <= width)
+
+
+def band_masks(
+    label: np.ndarray, widths: Iterable[int] = DEFAULT_WIDTHS, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """(len(widths), H, W) bool: :func:`band_mask` for several widths from one transform."""
+    ws = np.asarray(list(widths), dtype=np.int64)
+    if ws.size == 0 or ws.min() < 1:
+        raise ValueError(f"band widths must be >= 1, got {ws.tolist()}")
+    d = void_distance(label, ignore_index)
+    return (d[None] >= 1) & (d[None] <= ws[:, None, None])
+
+
+class TrimapEvaluator:
+    """One confusion matrix per band width, accumulated over many images; mergeable by ``+``.
+
+    Args:
+        num_classes: K.
+        widths: band widths in pixels (default 1..40, the paper's).
+        class_names: optional, carried into the per-width :class:`ConfusionMatrix`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        widths: Iterable[int] = DEFAULT_WIDTHS,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        ws = sorted({int(w) for w in widths})
+        if not ws or ws[0] < 1:
+            raise ValueError(f"band widths must be a non-empty set of integers >= 1, got {ws}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = int(num_classes)
+        self.widths = tuple(ws)
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.ignore_index = int(ignore_index)
+        self.matrices = np.zeros((len(ws), num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: Any, label: Any) -> TrimapEvaluator:
+        """Add a (H, W) prediction/label pair, or a (N, H, W) batch. Returns self."""
+        p, t = check_pred_label(pred, label, self.num_classes, self.ignore_index)
+        if p.ndim == 2:
+            self._update_one(p, t)
+        elif p.ndim == 3:
+            for p_i, t_i in zip(p, t, strict=True):
+                self._update_one(p_i, t_i)
+        else:
+            raise ValueError(f"expected (H, W) or (N, H, W) arrays, got {p.shape}")
+        return self
+
+    def _update_one(self, pred: np.ndarray, label: np.ndarray) -> None:
+        k = self.num_classes
+        max_w = self.widths[-1]
+        d = void_distance(label, self.ignore_index)
+        near = (d >= 1) & (d <= max_w)
+        index = (d[near].astype(np.int64) - 1) * (k * k)
+        index += label[near].astype(np.int64) * k + pred[near].astype(np.int64)
+        per_distance = np.bincount(index, minlength=max_w * k * k).reshape(max_w, k, k)
+        cumulative = np.cumsum(per_distance, axis=0)
+        self.matrices += cumulative[np.asarray(self.widths) - 1]
+
+    def reset(self) -> None:
+        self.matrices[...] = 0
+
+    def __iadd__(self, other: TrimapEvaluator) -> TrimapEvaluator:
+        self._check_compatible(other)
+        self.matrices += other.matrices
+        return self
+
+    def __add__(self, other: TrimapEvaluator) -> TrimapEvaluator:
+        self._check_compatible(other)
+        out = TrimapEvaluator(self.num_classes, self.widths, self.class_names, self.ignore_index)
+        out.matrices = self.matrices + other.matrices
+        return out
+
+    def _check_compatible(self, other: TrimapEvaluator) -> None:
+        if not isinstance(other, TrimapEvaluator):
+            raise TypeError(f"cannot merge a TrimapEvaluator with {type(other).__name__}")
+        if other.num_classes != self.num_classes or other.widths != self.widths:
+            raise ValueError("cannot merge trimap evaluators with different classes or widths")
+
+    def confusion(self, width: int) -> ConfusionMatrix:
+        """The accumulated confusion matrix of band ``width`` (one of ``self.widths``)."""
+        if width not in self.widths:
+            raise ValueError(f"width {width} was not accumulated; widths are {self.widths}")
+        return ConfusionMatrix.from_matrix(
+            self.matrices[self.widths.index(width)], self.class_names, self.ignore_index
+        )
+
+    def mean_iou(self) -> np.ndarray:
+        """(len(widths),) mean IoU per width (classes absent from a band are left out)."""
+        return np.array([mean_iou(m) for m in self.matrices])
+
+    def pixel_accuracy(self) -> np.ndarray:
+        """(len(widths),) pixel accuracy per width."""
+        return np.array([pixel_accuracy(m) for m in self.matrices])
+
+    def num_pixels(self) -> np.ndarray:
+        """(len(widths),) scored pixels per width."""
+        return self.matrices.sum(axis=(1, 2))
+
+    def results(self) -> dict[str, Any]:
+        """JSON-serialisable curves: widths, mean_iou, pixel_accuracy (0..1, null if empty)."""
+
+        def clean(values: np.ndarray) -> list[float | None]:
+            return [None if math.isnan(v) else float(v) for v in values]
+
+        return {
+            "widths": list(self.widths),
+            "mean_iou": clean(self.mean_iou()),
+            "pixel_accuracy": clean(self.pixel_accuracy()),
+            "num_pixels": [int(n) for n in self.num_pixels()],
+        }
