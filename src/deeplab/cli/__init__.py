@@ -13,9 +13,7 @@ import logging
 import sys
 
 # One module per subcommand, in the order `deeplab --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "deeplab.cli.crf_cmd",
-)
+COMMAND_MODULES: tuple[str, ...] = ("deeplab.cli.crf_cmd",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,43 @@
+"""The fully connected CRF of Kraehenbuehl & Koltun (2011) as used by DeepLab.
+
+Three layers, from the top:
+
+- images: :func:`dense_crf` (probabilities), :func:`dense_crf_from_logits`,
+  :func:`dense_crf_from_unary`, :func:`dense_crf_from_labels`, with :class:`CRFParams`;
+- any points and features: :class:`DenseCRF` with any number of Gaussian kernels;
+- :class:`PermutohedralLattice`: fast Gaussian filtering over arbitrary features.
+
+This subpackage imports numpy and numba only; it never imports the networks.
+"""
+
+from deeplab.crf.dense import (
+    bilateral_features,
+    dense_crf,
+    dense_crf_from_labels,
+    dense_crf_from_logits,
+    dense_crf_from_unary,
+    estimate_memory,
+    spatial_features,
+)
+from deeplab.crf.lattice import PermutohedralLattice
+from deeplab.crf.meanfield import DenseCRF
+from deeplab.crf.params import NORMALIZATIONS, PRESETS, CRFParams
+from deeplab.crf.unary import unary_from_labels, unary_from_logits, unary_from_probs
+
+__all__ = [
+    "NORMALIZATIONS",
+    "PRESETS",
+    "CRFParams",
+    "DenseCRF",
+    "PermutohedralLattice",
+    "bilateral_features",
+    "dense_crf",
+    "dense_crf_from_labels",
+    "dense_crf_from_logits",
+    "dense_crf_from_unary",
+    "estimate_memory",
+    "spatial_features",
+    "unary_from_labels",
+    "unary_from_logits",
+    "unary_from_probs",
+]

@@ -1,0 +1,169 @@
+"""The dense CRF on images: DeepLab's post-processing (paper section 4, SPEC section 4).
+
+Pixel i of an (H, W) image is point ``y * W + x``; the bilateral kernel uses the features
+``(x/theta_alpha, y/theta_alpha, r/theta_beta, g/theta_beta, b/theta_beta)`` and the
+spatial kernel ``(x/theta_gamma, y/theta_gamma)``, exactly as pydensecrf's
+``addPairwiseBilateral`` and ``addPairwiseGaussian``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from deeplab.crf.meanfield import DenseCRF
+from deeplab.crf.params import CRFParams
+from deeplab.crf.unary import (
+    channel_to_label,
+    unary_from_labels,
+    unary_from_logits,
+    unary_from_probs,
+)
+from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
+
+log = logging.getLogger(__name__)
+
+# Bytes per pixel and label the CPU backend holds at once (unary, marginals, energy),
+# plus per pixel the two lattices; used to refuse inputs that cannot fit.
+_BYTES_PER_PIXEL_LABEL = 3 * 4
+_BYTES_PER_PIXEL = 6 * 4 * 3 + 3 * 4 * 3 + 2 * 4 * 4
+
+
+def spatial_features(height: int, width: int, theta: float) -> np.ndarray:
+    """(H*W, 2) float32 features (x/theta, y/theta) in row-major pixel order."""
+    t = np.float32(theta)
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([xs.ravel().astype(np.float32) / t, ys.ravel().astype(np.float32) / t], 1)
+
+
+def bilateral_features(image: np.ndarray, theta_alpha: float, theta_beta: float) -> np.ndarray:
+    """(H*W, 5) float32 features (x/theta_alpha, y/theta_alpha, rgb/theta_beta)."""
+    h, w = image.shape[:2]
+    pos = spatial_features(h, w, theta_alpha)
+    col = image.reshape(-1, 3).astype(np.float32) / np.float32(theta_beta)
+    return np.ascontiguousarray(np.concatenate([pos, col], axis=1))
+
+
+def estimate_memory(height: int, width: int, num_labels: int) -> int:
+    """Approximate peak bytes of :func:`dense_crf_from_unary` on the CPU."""
+    n = height * width
+    return n * num_labels * _BYTES_PER_PIXEL_LABEL + n * _BYTES_PER_PIXEL
+
+
+def image_crf(
+    image: np.ndarray,
+    unary: np.ndarray,
+    params: CRFParams,
+    compat: np.ndarray | None = None,
+) -> DenseCRF:
+    """A :class:`DenseCRF` with DeepLab's two kernels; unary (L, H, W) float32."""
+    h, w = image.shape[:2]
+    crf = DenseCRF(unary.reshape(unary.shape[0], h * w))
+    # With a compatibility matrix mu, kernel m costs w_m * mu; Potts is mu = [l != l'].
+    c1 = params.w1 if compat is None else params.w1 * compat
+    c2 = params.w2 if compat is None else params.w2 * compat
+    if params.w2 > 0:
+        crf.add_kernel(spatial_features(h, w, params.theta_gamma), c2, params.normalization)
+    if params.w1 > 0:
+        crf.add_kernel(
+            bilateral_features(image, params.theta_alpha, params.theta_beta),
+            c1,
+            params.normalization,
+        )
+    return crf
+
+
+def dense_crf_from_unary(
+    image: np.ndarray,
+    unary: np.ndarray,
+    params: CRFParams | None = None,
+    *,
+    compat: np.ndarray | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Mean-field marginals (L, H, W) float32 from energies ``unary = -log P`` (L, H, W).
+
+    image: (H, W, 3) uint8 RGB. params: :class:`CRFParams` (default ``deeplab-largefov``).
+    compat: optional (L, L) label compatibility mu (default Potts, mu = [l != l']).
+    callback(it, q): after each iteration, q the (L, H, W) marginals (a copy).
+    """
+    params = CRFParams() if params is None else params
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"params: expected CRFParams, got {type(params).__name__}")
+    img = check_image(image)
+    h, w = img.shape[:2]
+    u = check_label_maps(unary, "unary", (h, w))
+    num_labels = u.shape[0]
+    if compat is not None:
+        compat = as_float32_2d(compat, "compat")
+        if compat.shape != (num_labels, num_labels):
+            raise ValueError(
+                f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
+            )
+    crf = image_crf(img, u, params, compat)
+    cb = None
+    if callback is not None:
+
+        def cb(it: int, q: np.ndarray) -> None:
+            callback(it, np.ascontiguousarray(q.T).reshape(num_labels, h, w))
+
+    q = crf.inference(params.iterations, callback=cb)
+    return q.reshape(num_labels, h, w)
+
+
+def dense_crf(
+    image: np.ndarray,
+    probs: np.ndarray,
+    params: CRFParams | None = None,
+    **kwargs: object,
+) -> np.ndarray:
+    """Refine class probabilities (L, H, W) of an (H, W, 3) uint8 RGB image.
+
+    Returns the CRF marginals (L, H, W) float32; the label map is ``q.argmax(0)``.
+    Unary energies are ``-log P`` (paper section 4.1).
+    """
+    return dense_crf_from_unary(image, unary_from_probs(probs), params, **kwargs)
+
+
+def dense_crf_from_logits(
+    image: np.ndarray,
+    logits: np.ndarray,
+    params: CRFParams | None = None,
+    **kwargs: object,
+) -> np.ndarray:
+    """As :func:`dense_crf` for unnormalised scores (L, H, W), e.g. a network's output."""
+    return dense_crf_from_unary(image, unary_from_logits(logits), params, **kwargs)
+
+
+def dense_crf_from_labels(
+    image: np.ndarray,
+    labels: np.ndarray,
+    num_labels: int | None = None,
+    params: CRFParams | None = None,
+    *,
+    confidence: float = 0.7,
+    unknown: int | None = None,
+    **kwargs: object,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refine a coarse (H, W) label map; pixels equal to ``unknown`` are left to the CRF.
+
+    num_labels defaults to the number of distinct known values' range. Returns
+    (marginals (L, H, W) float32, refined label map (H, W) int64 in the input's values).
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"labels: expected an (H, W) label map, got shape {lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise TypeError(f"labels: expected an integer label map, got dtype {lab.dtype}")
+    if num_labels is None:
+        known = lab if unknown is None else lab[lab != unknown]
+        if known.size == 0:
+            raise ValueError("labels: every pixel is unknown; nothing to propagate")
+        top = int(known.max())
+        num_labels = top if unknown is not None and top > unknown else top + 1
+        num_labels = max(num_labels, 2)
+    u = unary_from_labels(lab, num_labels, confidence=confidence, unknown=unknown)
+    q = dense_crf_from_unary(image, u, params, **kwargs)
+    return q, channel_to_label(q.argmax(0), unknown).astype(np.int64)

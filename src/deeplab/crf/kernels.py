@@ -1,0 +1,459 @@
+"""Compiled CPU kernels of the permutohedral lattice and the mean-field update.
+
+Values are stored point-major, (N, C) float32, so that the innermost loop always runs
+over contiguous channels and vectorises. Every lattice array keeps one extra all-zero
+row at index M: a missing blur neighbour points there, which removes a branch from the
+blur loop (Adams et al. 2010, section 4; the reference code shifts indices by one for
+the same reason).
+
+Parallel loops never scatter: splatting gathers, per lattice vertex, the points that
+touch it through a CSR index, so each thread owns the rows it writes and results do not
+depend on the thread count. Loops run over chunks so that scratch rows are allocated
+once per chunk, not once per point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+_PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
+# Lattice coordinates decide which simplex a point falls in: no fast-math reassociation
+# or fused multiply-adds there, so boundary cases match the reference.
+_PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
+
+# Elevated coordinates are float32 (as in the reference) and exact integers only up to
+# 2^24; past that lattice keys lose precision, so such inputs are refused rather than
+# wrapped silently like the reference's int16 keys.
+MAX_LATTICE_COORD = 2**24
+CHUNK = 1024
+
+# exp(x) for x <= 0 as 2^n * p(r): float32 constants keep the arithmetic single precision.
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_FLOOR = np.float32(-87.0)
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+_C2 = np.float32(1.0 / 2.0)
+_C3 = np.float32(1.0 / 6.0)
+_C4 = np.float32(1.0 / 24.0)
+_C5 = np.float32(1.0 / 120.0)
+_C6 = np.float32(1.0 / 720.0)
+
+
+@nb.njit(**_JIT)
+def _softmax_row(e, out, ibits, fbits):
+    """out = softmax(e) for one row; ibits/fbits: an int32 scratch row and its float view.
+
+    exp is a degree-6 polynomial after range reduction (relative error < 2e-7): unlike a
+    libm call, it vectorises across the row.
+    """
+    c = e.size
+    mx = e[0]
+    for j in range(1, c):
+        mx = max(mx, e[j])
+    for j in range(c):
+        x = max(e[j] - mx, _EXP_FLOOR)
+        n = np.floor(x * _LOG2E + _HALF)
+        r = x - n * _LN2_HI - n * _LN2_LO
+        p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
+        ibits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
+        out[j] = p
+    total = np.float32(0.0)
+    for j in range(c):
+        out[j] *= fbits[j]
+        total += out[j]
+    inv = _ONE / total
+    for j in range(c):
+        out[j] *= inv
+
+
+@nb.njit(**_PAR)
+def softmax_rows(energy, out):
+    """out[k] = softmax(energy[k]) for (N, C) float32 arrays."""
+    n, c = energy.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        ibits = np.empty(c, np.int32)
+        fbits = ibits.view(np.float32)
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            _softmax_row(energy[k], out[k], ibits, fbits)
+
+
+@nb.njit(**_PAR)
+def neg_transpose(src, dst):
+    """dst (N, C) = -src.T for src (C, N): unary energies to point-major -U."""
+    c, n = src.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for j in range(c):
+                dst[k, j] = -src[j, k]
+
+
+@nb.njit(**_PAR)
+def transpose(src, dst):
+    """dst (C, N) = src.T for src (N, C)."""
+    n, c = src.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        lo = ch * CHUNK
+        hi = min(n, lo + CHUNK)
+        for j in range(c):
+            for k in range(lo, hi):
+                dst[j, k] = src[k, j]
+
+
+# -- lattice construction ---------------------------------------------------------------
+
+
+@nb.njit(**_JIT)
+def _hash(key) -> np.uint64:
+    h = np.uint64(0)
+    for v in key:
+        h = (h + np.uint64(v & 0xFFFFFFFF)) * np.uint64(0x9E3779B97F4A7C15)
+    return h ^ (h >> np.uint64(31))
+
+
+@nb.njit(**_JIT)
+def _lookup(table, keys, key) -> int:
+    """Index of ``key`` in the open-addressing table, or -1."""
+    mask = np.uint64(table.size - 1)
+    h = _hash(key) & mask
+    d = key.size
+    while True:
+        e = table[h]
+        if e < 0:
+            return -1
+        same = True
+        for i in range(d):
+            if keys[e, i] != key[i]:
+                same = False
+                break
+        if same:
+            return e
+        h = (h + np.uint64(1)) & mask
+
+
+@nb.njit(**_PAR_EXACT)
+def simplex_keys(features):
+    """Enclosing simplex of every point (Adams et al. 2010, pp. 5-10).
+
+    features: (N, d) float32. Returns the remainder-0 vertex rem0 (N, d+1) int32 and the
+    rank (N, d+1) int8 that together name the simplex (vertex r has the coordinates
+    rem0 + canonical[r, rank]), barycentric weights (N, d+1) float32, and the number of
+    points whose coordinates overflow.
+    """
+    n, d = features.shape
+    d1 = d + 1
+    # Single precision throughout, in the reference's order of operations: points near a
+    # simplex boundary then fall on the same side as in pydensecrf.
+    scale = np.empty(d, np.float32)
+    inv_std = math.sqrt(2.0 / 3.0) * d1
+    for i in range(d):
+        scale[i] = inv_std / math.sqrt((i + 1.0) * (i + 2.0))
+    down = np.float32(1.0 / d1)
+    simplex_rem0 = np.empty((n, d1), np.int32)
+    simplex_rank = np.empty((n, d1), np.int8)
+    weights = np.empty((n, d1), np.float32)
+    overflow = np.zeros(n, np.uint8)
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        elevated = np.empty(d1, np.float32)
+        rem0 = np.empty(d1, np.int64)
+        rank = np.empty(d1, np.int64)
+        bary = np.empty(d + 2, np.float32)
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            # Elevate onto the hyperplane sum(x) = 0.
+            sm = np.float32(0.0)
+            for j in range(d, 0, -1):
+                cf = features[k, j - 1] * scale[j - 1]
+                elevated[j] = sm - np.float32(j) * cf
+                sm += cf
+            elevated[0] = sm
+            big = False
+            for j in range(d1):
+                if not abs(elevated[j]) <= MAX_LATTICE_COORD:
+                    big = True
+            if big:
+                overflow[k] = 1
+                for r in range(d1):
+                    weights[k, r] = 0.0
+                    simplex_rem0[k, r] = 0
+                    simplex_rank[k, r] = r
+                continue
+            # Nearest remainder-0 point, then the simplex that contains the point.
+            total = 0
+            for i in range(d1):
+                v = np.rint(elevated[i] * down)
+                rem0[i] = np.int64(v) * d1
+                total += np.int64(v)
+            for i in range(d1):
+                rank[i] = 0
+            for i in range(d):
+                di = elevated[i] - np.float32(rem0[i])
+                for j in range(i + 1, d1):
+                    if di < elevated[j] - np.float32(rem0[j]):
+                        rank[i] += 1
+                    else:
+                        rank[j] += 1
+            for i in range(d1):
+                rank[i] += total
+                if rank[i] < 0:
+                    rank[i] += d1
+                    rem0[i] += d1
+                elif rank[i] > d:
+                    rank[i] -= d1
+                    rem0[i] -= d1
+            for i in range(d + 2):
+                bary[i] = 0.0
+            for i in range(d1):
+                v = (elevated[i] - np.float32(rem0[i])) * down
+                bary[d - rank[i]] += v
+                bary[d - rank[i] + 1] -= v
+            bary[0] += np.float32(1.0) + bary[d + 1]
+            for r in range(d1):
+                weights[k, r] = bary[r]
+                simplex_rem0[k, r] = rem0[r]
+                simplex_rank[k, r] = rank[r]
+    return simplex_rem0, simplex_rank, weights, int(overflow.sum())
+
+
+@nb.njit(**_JIT)
+def insert_keys(simplex_rem0, simplex_rank):
+    """Hash the vertices of every simplex: offsets (N, d+1) int32 into keys (M, d) int32.
+
+    Neighbouring points usually lie in the same simplex; such a point reuses the previous
+    point's offsets without touching the table.
+    """
+    n, d1 = simplex_rem0.shape
+    d = d1 - 1
+    canonical = np.empty((d1, d1), np.int32)
+    for i in range(d1):
+        for j in range(d1 - i):
+            canonical[i, j] = i
+        for j in range(d1 - i, d1):
+            canonical[i, j] = i - d1
+    offsets = np.empty((n, d1), np.int32)
+    cap = 64
+    while cap < 2 * n:
+        cap *= 2
+    table = np.full(cap, -1, np.int64)
+    keys = np.empty((cap // 2 + 1, d), np.int32)
+    key = np.empty(d, np.int32)
+    m = 0
+    for k in range(n):
+        if k > 0:
+            same = True
+            for i in range(d1):
+                if (
+                    simplex_rem0[k, i] != simplex_rem0[k - 1, i]
+                    or simplex_rank[k, i] != simplex_rank[k - 1, i]
+                ):
+                    same = False
+                    break
+            if same:
+                for r in range(d1):
+                    offsets[k, r] = offsets[k - 1, r]
+                continue
+        for r in range(d1):
+            for i in range(d):
+                key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
+            if 2 * (m + 1) > cap:
+                cap *= 2
+                grown = np.empty((cap // 2 + 1, d), np.int32)
+                grown[:m] = keys[:m]
+                keys = grown
+                table = np.full(cap, -1, np.int64)
+                mask = np.uint64(cap - 1)
+                for e in range(m):
+                    h = _hash(keys[e]) & mask
+                    while table[h] >= 0:
+                        h = (h + np.uint64(1)) & mask
+                    table[h] = e
+            mask = np.uint64(cap - 1)
+            h = _hash(key) & mask
+            found = -1
+            while True:
+                e = table[h]
+                if e < 0:
+                    break
+                same = True
+                for i in range(d):
+                    if keys[e, i] != key[i]:
+                        same = False
+                        break
+                if same:
+                    found = e
+                    break
+                h = (h + np.uint64(1)) & mask
+            if found < 0:
+                keys[m, :] = key
+                table[h] = m
+                found = m
+                m += 1
+            offsets[k, r] = found
+    return offsets, keys[:m].copy(), table
+
+
+@nb.njit(**_PAR)
+def build_neighbors(keys, table):
+    """Blur neighbours of every vertex along each of the d+1 lattice axes.
+
+    Returns (d+1, M, 2) int32; a missing neighbour is M (the zero row).
+    """
+    m, d = keys.shape
+    nbrs = np.empty((d + 1, m, 2), np.int32)
+    for ch in nb.prange((m + CHUNK - 1) // CHUNK):
+        n1 = np.empty(d, np.int32)
+        n2 = np.empty(d, np.int32)
+        for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
+            for axis in range(d + 1):
+                for i in range(d):
+                    n1[i] = keys[v, i] - 1
+                    n2[i] = keys[v, i] + 1
+                if axis < d:
+                    n1[axis] = keys[v, axis] + d
+                    n2[axis] = keys[v, axis] - d
+                a = _lookup(table, keys, n1)
+                b = _lookup(table, keys, n2)
+                nbrs[axis, v, 0] = a if a >= 0 else m
+                nbrs[axis, v, 1] = b if b >= 0 else m
+    return nbrs
+
+
+@nb.njit(**_JIT)
+def build_splat_index(offsets, weights, m):
+    """CSR index from vertices to the points that splat onto them.
+
+    Returns ptr (M+1,) int64, points (N*(d+1),) int32 and their weights float32, in
+    increasing point order inside each vertex (good locality for the gather).
+    """
+    n, d1 = offsets.shape
+    ptr = np.zeros(m + 1, np.int64)
+    for k in range(n):
+        for r in range(d1):
+            ptr[offsets[k, r] + 1] += 1
+    for v in range(m):
+        ptr[v + 1] += ptr[v]
+    fill = ptr[:-1].copy()
+    points = np.empty(n * d1, np.int32)
+    wts = np.empty(n * d1, np.float32)
+    for k in range(n):
+        for r in range(d1):
+            v = offsets[k, r]
+            points[fill[v]] = k
+            wts[fill[v]] = weights[k, r]
+            fill[v] += 1
+    return ptr, points, wts
+
+
+# -- filtering ------------------------------------------------------------------------
+
+
+@nb.njit(**_PAR)
+def splat(values, points, wts, ptr, out):
+    """out[v] = sum over the CSR entries t of v of wts[t] * values[points[t]]; zero row M.
+
+    values (N, C) float32; out (M+1, C) float32.
+    """
+    c = values.shape[1]
+    m = ptr.size - 1
+    for ch in nb.prange((m + CHUNK - 1) // CHUNK):
+        acc = np.empty(c, np.float32)
+        for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
+            for j in range(c):
+                acc[j] = 0.0
+            for t in range(ptr[v], ptr[v + 1]):
+                k = points[t]
+                w = wts[t]
+                for j in range(c):
+                    acc[j] += w * values[k, j]
+            for j in range(c):
+                out[v, j] = acc[j]
+    for j in range(c):
+        out[m, j] = 0.0
+
+
+@nb.njit(**_PAR)
+def blur(first, second, nbrs, reverse):
+    """Blur along every lattice axis with weights (1/2, 1, 1/2), ping-ponging buffers.
+
+    The data starts in ``first`` (M+1, C); the result ends in ``first`` when the number of
+    axes d+1 is even and in ``second`` when it is odd. ``reverse`` runs the axes
+    backwards: the adjoint of the forward blur.
+    """
+    d1 = nbrs.shape[0]
+    m = nbrs.shape[1]
+    c = first.shape[1]
+    src = first
+    dst = second
+    for step in range(d1):
+        axis = d1 - 1 - step if reverse else step
+        for ch in nb.prange((m + CHUNK - 1) // CHUNK):
+            for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
+                a = nbrs[axis, v, 0]
+                b = nbrs[axis, v, 1]
+                for j in range(c):
+                    dst[v, j] = src[v, j] + _HALF * (src[a, j] + src[b, j])
+        for j in range(c):
+            dst[m, j] = 0.0
+        src, dst = dst, src
+
+
+@nb.njit(**_PAR)
+def slice_into(lattice_values, offsets, weights, out, accumulate):
+    """out[k] (+)= sum_s weights[k, s] * lattice_values[offsets[k, s]].
+
+    offsets/weights (N, S): S corners, possibly of several lattices stacked in one buffer.
+    """
+    n, s = offsets.shape
+    c = lattice_values.shape[1]
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            if not accumulate:
+                for j in range(c):
+                    out[k, j] = 0.0
+            for r in range(s):
+                o = offsets[k, r]
+                w = weights[k, r]
+                for j in range(c):
+                    out[k, j] += w * lattice_values[o, j]
+
+
+@nb.njit(**_PAR)
+def slice_softmax(neg_unary, lattice_values, offsets, weights, q_out):
+    """One fused mean-field update for Potts kernels:
+    q_out[k] = softmax(neg_unary[k] + sum_s weights[k, s] * lattice_values[offsets[k, s]]).
+
+    The weights already hold w_m * alpha * normalisation * barycentric weight, so all
+    kernels are sliced, summed and normalised in one pass over the points.
+    """
+    n, c = neg_unary.shape
+    s = offsets.shape[1]
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        e = np.empty(c, np.float32)
+        ibits = np.empty(c, np.int32)
+        fbits = ibits.view(np.float32)
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for j in range(c):
+                e[j] = neg_unary[k, j]
+            for r in range(s):
+                o = offsets[k, r]
+                w = weights[k, r]
+                for j in range(c):
+                    e[j] += w * lattice_values[o, j]
+            _softmax_row(e, q_out[k], ibits, fbits)
+
+
+@nb.njit(**_PAR)
+def add_compat_message(filtered, compat, out):
+    """out[k, l] -= sum_j compat[l, j] * filtered[k, j]: a label-compatibility matrix."""
+    n, c = filtered.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for lab in range(c):
+                s = np.float32(0.0)
+                for j in range(c):
+                    s += compat[lab, j] * filtered[k, j]
+                out[k, lab] -= s

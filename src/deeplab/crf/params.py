@@ -1,0 +1,132 @@
+"""CRF parameters in the paper's notation, and the authors' presets (SPEC section 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deeplab.crf.validation import check_nonnegative, check_positive
+
+NORMALIZATIONS = ("after", "symmetric", "before", "none")
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Fully connected CRF parameters (paper eq. 3; Kraehenbuehl & Koltun 2011).
+
+    The pairwise kernel is ``w1 exp(-|p_i-p_j|^2/2 theta_alpha^2 - |I_i-I_j|^2/2 theta_beta^2)
+    + w2 exp(-|p_i-p_j|^2/2 theta_gamma^2)``.
+
+    pydensecrf names: w1 = ``compat`` and theta_alpha = ``sxy``, theta_beta = ``srgb`` of
+    ``addPairwiseBilateral``; w2 = ``compat`` and theta_gamma = ``sxy`` of
+    ``addPairwiseGaussian``; iterations = ``inference(n)``; normalization "after" =
+    ``NORMALIZE_AFTER`` (DeepLab's code), "symmetric" = ``NORMALIZE_SYMMETRIC``
+    (pydensecrf's default), "before" = ``NORMALIZE_BEFORE``, "none" = ``NO_NORMALIZATION``.
+    The defaults are the ``deeplab-largefov`` preset.
+    """
+
+    w1: float = 4.0
+    theta_alpha: float = 121.0
+    theta_beta: float = 5.0
+    w2: float = 3.0
+    theta_gamma: float = 3.0
+    iterations: int = 10
+    normalization: str = "after"
+
+    def __post_init__(self) -> None:
+        for name in ("w1", "w2"):
+            object.__setattr__(self, name, check_nonnegative(getattr(self, name), name))
+        for name in ("theta_alpha", "theta_beta", "theta_gamma"):
+            object.__setattr__(self, name, check_positive(getattr(self, name), name))
+        if isinstance(self.iterations, bool) or int(self.iterations) != self.iterations:
+            raise ValueError(f"iterations must be an integer, got {self.iterations!r}")
+        if not 0 <= int(self.iterations) <= 1000:
+            raise ValueError(f"iterations must be in 0..1000, got {self.iterations}")
+        object.__setattr__(self, "iterations", int(self.iterations))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+
+    @classmethod
+    def preset(cls, name: str) -> CRFParams:
+        """The named preset; see :func:`preset_names`."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown CRF preset {name!r}; choose one of {', '.join(PRESETS)}"
+            ) from None
+
+    @staticmethod
+    def preset_names() -> tuple[str, ...]:
+        return tuple(PRESETS)
+
+    def replace(self, **changes: Any) -> CRFParams:
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CRFParams:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"CRF parameters: expected a mapping, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"CRF parameters: unknown field(s) {unknown}; known: {sorted(fields)}")
+        return cls(**dict(data))
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (atomically), readable by :meth:`load` and ``--crf FILE``."""
+        from deeplab.io_utils import atomic_write_bytes
+
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_bytes(Path(path), text.encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CRFParams:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON CRF parameters ({exc})") from None
+        if isinstance(data, Mapping) and "params" in data and isinstance(data["params"], Mapping):
+            data = data["params"]  # a tune-crf result file carries them under "params"
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{p}: {exc}") from None
+
+    @classmethod
+    def resolve(cls, spec: str | Path | CRFParams) -> CRFParams:
+        """A preset name, a JSON file path, or params as they are."""
+        if isinstance(spec, CRFParams):
+            return spec
+        s = str(spec)
+        if s in PRESETS:
+            return PRESETS[s]
+        if Path(s).is_file():
+            return cls.load(s)
+        raise ValueError(
+            f"CRF {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing JSON file"
+        )
+
+
+PRESETS: dict[str, CRFParams] = {
+    # The authors' cross-validated values (paper section 5; normalise-after, 10 iterations).
+    "deeplab": CRFParams(w1=5, theta_alpha=50, theta_beta=10),
+    "deeplab-msc": CRFParams(w1=3, theta_alpha=95, theta_beta=3),
+    "deeplab-largefov": CRFParams(w1=4, theta_alpha=121, theta_beta=5),
+    "deeplab-msc-largefov": CRFParams(w1=4, theta_alpha=83, theta_beta=5),
+    # The classic pydensecrf demo settings.
+    "krahenbuhl2013": CRFParams(
+        w1=10, theta_alpha=80, theta_beta=13, iterations=5, normalization="symmetric"
+    ),
+}

@@ -1,0 +1,123 @@
+"""The generic dense CRF over N points with any Gaussian kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deeplab.crf import DenseCRF, PermutohedralLattice
+
+
+def softmax_cols(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(0, keepdims=True))
+    return e / e.sum(0, keepdims=True)
+
+
+def test_no_kernels_gives_softmax_of_minus_unary() -> None:
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(4, 500)).astype(np.float32) * 3
+    q = DenseCRF(u).inference(5)
+    np.testing.assert_allclose(q, softmax_cols(-u.astype(np.float64)), atol=2e-7)
+
+
+def test_zero_weights_give_softmax_of_minus_unary() -> None:
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=(3, 400)).astype(np.float32)
+    crf = DenseCRF(u)
+    crf.add_kernel(rng.normal(size=(400, 2)), compat=0.0)
+    crf.add_kernel(rng.normal(size=(400, 4)), compat=np.zeros((3, 3)))
+    np.testing.assert_allclose(crf.inference(10), softmax_cols(-u.astype(np.float64)), atol=2e-7)
+
+
+def test_potts_matrix_equals_potts_weight() -> None:
+    # mu = w [l != l'] differs from the Potts message +w K Q by a per-point constant only.
+    rng = np.random.default_rng(2)
+    n, labels = 600, 4
+    u = rng.normal(size=(labels, n)).astype(np.float32)
+    feats = rng.uniform(0, 5, size=(n, 3))
+    a = DenseCRF(u)
+    a.add_kernel(feats, compat=2.5)
+    b = DenseCRF(u)
+    b.add_kernel(feats, compat=2.5 * (1 - np.eye(labels)))
+    np.testing.assert_allclose(a.inference(5), b.inference(5), atol=1e-5)
+
+
+def test_smoothing_pulls_neighbours_together() -> None:
+    # A 1-D signal with noisy unaries: the CRF removes isolated flips.
+    rng = np.random.default_rng(3)
+    n = 300
+    truth = (np.arange(n) >= n // 2).astype(int)
+    p = np.where(rng.uniform(size=n) < 0.8, truth, 1 - truth)
+    u = np.stack([np.where(p == 0, 0.5, 1.5), np.where(p == 1, 0.5, 1.5)]).astype(np.float32)
+    crf = DenseCRF(u)
+    crf.add_kernel(np.arange(n, dtype=np.float32)[:, None] / 5.0, compat=3.0)
+    refined = crf.inference(10).argmax(0)
+    assert (refined == truth).mean() > (p == truth).mean() + 0.1
+
+
+def test_volumes_and_multispectral_features() -> None:
+    # Any features work: a 3-D volume (z, y, x) with 4 spectral channels.
+    rng = np.random.default_rng(4)
+    z, y, x = np.mgrid[0:6, 0:8, 0:8]
+    pos = np.stack([z, y, x], -1).reshape(-1, 3).astype(np.float32) / 2.0
+    spectra = rng.uniform(0, 1, size=(pos.shape[0], 4)).astype(np.float32) / 0.3
+    feats = np.concatenate([pos, spectra], 1)
+    u = rng.normal(size=(3, pos.shape[0])).astype(np.float32)
+    crf = DenseCRF(u)
+    crf.add_kernel(feats, compat=2.0, normalization="symmetric")
+    crf.add_kernel(PermutohedralLattice(pos), compat=1.0)
+    q = crf.inference(5)
+    assert q.shape == (3, 384)
+    np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-5)
+
+
+def test_step_and_callback_agree_with_inference() -> None:
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(3, 200)).astype(np.float32)
+    crf = DenseCRF(u)
+    crf.add_kernel(rng.normal(size=(200, 2)), compat=1.5)
+    seen = []
+    full = crf.inference(3, callback=lambda it, q: seen.append(q.copy()))
+    q = crf.initial_marginals()
+    for it in range(3):
+        q = crf.step(q)
+        np.testing.assert_allclose(q, seen[it], atol=1e-7)
+    np.testing.assert_allclose(q.T, full, atol=1e-7)
+
+
+def test_kl_divergence_decreases_over_iterations() -> None:
+    rng = np.random.default_rng(6)
+    u = rng.normal(size=(3, 400)).astype(np.float32)
+    crf = DenseCRF(u)
+    crf.add_kernel(rng.uniform(0, 3, size=(400, 2)), compat=1.0)
+    q = crf.initial_marginals()
+    kl0 = crf.kl_divergence(q)
+    for _ in range(5):
+        q = crf.step(q)
+    assert crf.kl_divergence(q) < kl0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": np.zeros((10, 2)), "compat": 1.0}, "expected 20 points"),
+        ({"features": np.zeros((20, 2)), "compat": np.ones((3, 3))}, r"\(2, 2\) matrix"),
+        ({"features": np.zeros((20, 2)), "compat": float("nan")}, "finite"),
+        ({"features": np.zeros((20, 2)), "normalization": "sideways"}, "normalization"),
+    ],
+)
+def test_bad_kernels(kwargs: dict, message: str) -> None:
+    crf = DenseCRF(np.zeros((2, 20), np.float32))
+    with pytest.raises(ValueError, match=message):
+        crf.add_kernel(**kwargs)
+
+
+def test_bad_unary() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        DenseCRF(np.array([[0.0, np.nan], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        DenseCRF(np.zeros(5))
+    with pytest.raises(TypeError, match="dtype"):
+        DenseCRF(np.array([["a", "b"]]))
+    with pytest.raises(ValueError, match="iterations"):
+        DenseCRF(np.zeros((2, 3), np.float32)).inference(-1)
