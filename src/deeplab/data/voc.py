@@ -184,10 +184,11 @@ def write_voc_layout(
 ) -> Path:
     """Write any dataset in the VOC layout under ``root`` (the future ``VOC2012`` folder).
 
-    Images as ``JPEGImages/<name>.jpg`` (quality 95, no chroma subsampling), labels as palette PNGs in
-    ``SegmentationClass/``, and ``ImageSets/Segmentation/{train,val,trainval}.txt`` where val
-    holds ``val_names`` and train the rest. A ``classes.txt`` records the class names (VOC
-    itself has none; :class:`VOCSegmentation` takes them as an argument). Returns ``root``.
+    Images as ``JPEGImages/<name>.jpg`` (quality 95, no chroma subsampling), labels as
+    palette PNGs in ``SegmentationClass/``, and the lists
+    ``ImageSets/Segmentation/{train,val,trainval}.txt``, where val holds ``val_names`` and
+    train the rest. A ``classes.txt`` records the class names (VOC itself has none;
+    :class:`VOCSegmentation` takes them as an argument). Returns ``root``.
     """
     out = Path(root)
     unknown = set(val_names) - set(dataset.names)
