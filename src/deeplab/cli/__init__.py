@@ -13,7 +13,10 @@ import logging
 import sys
 
 # One module per subcommand, in the order `deeplab --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("deeplab.cli.crf_cmd",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "deeplab.cli.demo_cmd",
+    "deeplab.cli.crf_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
