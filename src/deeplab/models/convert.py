@@ -1,0 +1,336 @@
+"""Map foreign weights onto DeepLab variants: pure functions, state dict in, state dict out.
+
+Three sources are understood:
+
+* **torchvision VGG-16** (``features.N.*``, ``classifier.{0,3,6}.*``; RGB input on 0..1
+  normalised by the ImageNet mean/std): the input normalisation and the RGB->BGR flip are
+  folded into ``conv1_1`` (:func:`fold_torchvision_input`), fc6/fc7 become convolutions
+  and are decimated (:func:`decimate_fc`), the 1000-way classifier is dropped.
+* **Caffe** layer blobs (``.caffemodel``, see :mod:`deeplab.models.caffe`): the authors'
+  released DeepLab nets and their reduced ImageNet init nets ``vgg16_128`` / ``vgg16_20M``,
+  mapped by layer name through :func:`caffe_layer_table`; a full-size VGG-16 fc6/fc7 (such
+  as ``VGG_ILSVRC_16_layers``) is decimated the same way as torchvision's.
+* **our own** state dicts (keys ``conv1_1.weight`` ...; a ``module.`` prefix is stripped).
+
+Every function returns the mapped tensors and a :class:`ConversionReport` listing what was
+mapped, what the target still misses (left at its fresh initialisation, e.g. a new fc8) and
+what the source had that was not used, with the reason. Shape conflicts raise ValueError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from deeplab.models.inputs import CAFFE_MEAN_BGR
+from deeplab.models.variants import VGG16_BLOCKS, Variant, get_variant
+from deeplab.models.vgg import conv_names
+
+__all__ = [
+    "TORCHVISION_MEAN",
+    "TORCHVISION_STD",
+    "ConversionReport",
+    "caffe_layer_table",
+    "decimate_fc",
+    "decimation_taps",
+    "fold_torchvision_input",
+    "map_caffe",
+    "map_deeplab",
+    "map_torchvision_vgg16",
+    "target_shapes",
+]
+
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class ConversionReport:
+    """What a mapping did. ``mapped``: (source key, target key, note); ``missing``: target
+    keys without a source tensor; ``unexpected``: (source key, shape, reason)."""
+
+    source_format: str
+    mapped: list[tuple[str, str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[tuple[str, Shape, str]] = field(default_factory=list)
+
+    def lines(self, shapes: Mapping[str, Shape] | None = None) -> list[str]:
+        """Human-readable report, one tensor per line."""
+        out = [f"source format: {self.source_format}"]
+        for src, dst, note in self.mapped:
+            shape = f" {tuple(shapes[dst])}" if shapes and dst in shapes else ""
+            out.append(f"mapped      {src} -> {dst}{shape}" + (f" ({note})" if note else ""))
+        out += [f"missing     {key} (fresh initialisation)" for key in self.missing]
+        out += [f"unexpected  {key} {shape} ({why})" for key, shape, why in self.unexpected]
+        out.append(
+            f"{len(self.mapped)} mapped, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected"
+        )
+        return out
+
+
+def target_shapes(variant: Variant | str, num_classes: int) -> dict[str, Shape]:
+    """State-dict key -> shape of a variant, computed on the meta device (no memory)."""
+    from deeplab.models.deeplab import DeepLab
+
+    with torch.device("meta"):
+        model = DeepLab(get_variant(variant), num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def decimation_taps(size: int, keep: int) -> list[int]:
+    """Evenly spread taps of a ``size`` kernel: 7 -> 4 gives [0, 2, 4, 6], 7 -> 3 [0, 3, 6].
+
+    With fc6's dilation these taps land on the same image offsets as VGG's 7x7 kernel at
+    stride 32 for DeepLab-4x4 (hole 8) and LargeFOV (hole 12) (paper section 3.1/5).
+    """
+    if not 1 <= keep <= size:
+        raise ValueError(f"cannot decimate a size-{size} kernel to {keep}")
+    if keep == 1:
+        return [size // 2]
+    return [round(i * (size - 1) / (keep - 1)) for i in range(keep)]
+
+
+def decimate_fc(
+    weight: torch.Tensor, bias: torch.Tensor, kernel: int, out_channels: int,
+    in_step: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decimate a conv-shaped fc layer (O,I,K,K) to (out_channels, I/in_step, kernel, kernel).
+
+    Spatial taps: :func:`decimation_taps`; channels: every (O/out_channels)-th output and
+    every ``in_step``-th input (fc7's inputs follow fc6's kept outputs), as the paper's
+    "simple decimation" (sections 3.2 and 5; 4096 -> 1024 keeps every 4th).
+    """
+    o, _, k_h, k_w = weight.shape
+    if k_h != k_w or o % out_channels:
+        raise ValueError(f"cannot decimate {tuple(weight.shape)} to {out_channels} channels")
+    step = o // out_channels
+    taps = torch.tensor(decimation_taps(k_h, kernel), device=weight.device)
+    w = weight[::step, ::in_step].index_select(2, taps).index_select(3, taps)
+    return w.contiguous(), bias[::step].contiguous()
+
+
+def fold_torchvision_input(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    mean: Sequence[float] = TORCHVISION_MEAN,
+    std: Sequence[float] = TORCHVISION_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewrite a first conv (O,3,k,k) trained on torchvision input (RGB, x/255, minus mean,
+    over std) so that it takes Caffe input (BGR, 0..255, minus :data:`CAFFE_MEAN_BGR`).
+
+    With c_r = (caffe_mean_r/255 - mean_r)/std_r, torchvision's x_r equals
+    caffe_x_{2-r}/(255 std_r) + c_r, so W' = flip_c(W / (255 std)) and
+    b' = b + sum W * c. Exact wherever the kernel sees no padding: at the 1-pixel image
+    border the source pads x with 0 while the folded conv effectively pads with c.
+    """
+    w64 = weight.to(torch.float64)
+    std_t = torch.tensor(std, dtype=torch.float64, device=weight.device)
+    mean_t = torch.tensor(mean, dtype=torch.float64, device=weight.device)
+    caffe_mean_rgb = torch.tensor(CAFFE_MEAN_BGR[::-1], dtype=torch.float64, device=weight.device)
+    shift = (caffe_mean_rgb / 255.0 - mean_t) / std_t
+    new_bias = bias.to(torch.float64) + (w64 * shift.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+    new_weight = (w64 / (255.0 * std_t).view(1, 3, 1, 1)).flip(1)
+    return new_weight.to(weight.dtype), new_bias.to(bias.dtype)
+
+
+def _conv_form(w: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A conv or fc weight as stored -> conv layout (O, I, k, k).
+
+    4-D conv weights pass unchanged (a wrong shape is reported by the caller, never
+    reinterpreted); InnerProduct (O, I*k*k) and Caffe's legacy 4-D InnerProduct
+    (1, 1, O, I*k*k) are reshaped with I = ``in_channels``, as Caffe's fc-to-conv surgery.
+    """
+    if w.dim() == 4 and w.shape[0] == w.shape[1] == 1 and w.shape[3] % in_channels == 0:
+        w = w.reshape(w.shape[2], w.shape[3])
+    if w.dim() == 4:
+        return w
+    if w.dim() != 2:
+        raise ValueError(f"weight {tuple(w.shape)} is neither a conv nor an fc weight")
+    o, rest = w.shape
+    k = math.isqrt(rest // in_channels) if rest % in_channels == 0 else 0
+    if k == 0 or in_channels * k * k != rest:
+        raise ValueError(f"weight {tuple(w.shape)} is not a square conv over {in_channels} inputs")
+    return w.reshape(o, in_channels, k, k)
+
+
+class _Mapper:
+    """Shared bookkeeping of the map_* functions: shape checks, fc decimation, the report."""
+
+    def __init__(self, variant: Variant | str, num_classes: int, source_format: str) -> None:
+        self.variant = get_variant(variant)
+        self.shapes = target_shapes(self.variant, num_classes)
+        self.out: dict[str, torch.Tensor] = {}
+        self.report = ConversionReport(source_format)
+        self.conflicts: list[str] = []
+        self.fc6_step = 1
+
+    def put(self, src: str, dst: str, tensor: torch.Tensor, note: str = "") -> None:
+        want = self.shapes.get(dst)
+        if want is None:
+            self.report.unexpected.append((src, tuple(tensor.shape), "no such tensor in target"))
+        elif tuple(tensor.shape) != want:
+            self.conflicts.append(f"{src} -> {dst}: expected {want}, got {tuple(tensor.shape)}")
+        else:
+            self.out[dst] = tensor
+            self.report.mapped.append((src, dst, note))
+
+    def put_fc(self, src: str, layer: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """fc6/fc7 from conv or fc form, decimated when the source is larger (full VGG)."""
+        want = self.shapes[f"{layer}.weight"]
+        try:
+            w = _conv_form(weight, self.fc6_step * want[1] if layer == "fc7" else want[1])
+        except ValueError as exc:
+            self.conflicts.append(f"{src}.weight -> {layer}.weight: {exc}")
+            return
+        bias = bias.reshape(-1)
+        note = ""
+        if tuple(w.shape) != want:
+            if layer == "fc6":
+                self.fc6_step = max(w.shape[0] // want[0], 1)
+            in_step = self.fc6_step if layer == "fc7" else 1
+            try:
+                w, bias = decimate_fc(w, bias, want[2], want[0], in_step)
+            except ValueError as exc:
+                self.conflicts.append(f"{src}.weight -> {layer}.weight: {exc}")
+                return
+            note = f"decimated from {tuple(weight.shape)}"
+        self.put(f"{src}.weight", f"{layer}.weight", w, note)
+        self.put(f"{src}.bias", f"{layer}.bias", bias)
+
+    def finish(self) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+        if self.conflicts:
+            raise ValueError(
+                f"weights do not fit {self.variant.name!r}:\n  " + "\n  ".join(self.conflicts)
+            )
+        self.report.missing = [k for k in self.shapes if k not in self.out]
+        return self.out, self.report
+
+
+def _torchvision_conv_indices() -> list[int]:
+    """Indices of VGG-16's convolutions in torchvision's ``features`` Sequential."""
+    indices, i = [], 0
+    for n in VGG16_BLOCKS:
+        for _ in range(n):
+            indices.append(i)
+            i += 2  # conv, ReLU
+        i += 1  # max pool
+    return indices
+
+
+def map_torchvision_vgg16(
+    state_dict: Mapping[str, torch.Tensor], variant: Variant | str, num_classes: int = 21
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """torchvision ``vgg16`` state dict -> DeepLab state dict (ImageNet initialisation).
+
+    conv1_1 absorbs the input convention (:func:`fold_torchvision_input`); classifier.0/.3
+    become fc6/fc7 (decimated to the variant's kernel and width); classifier.6 (ImageNet's
+    1000 classes) is reported unexpected, and fc8 is reported missing.
+    """
+    m = _Mapper(variant, num_classes, "torchvision-vgg16")
+    names = dict(zip(_torchvision_conv_indices(), conv_names(), strict=True))
+    used: set[str] = set()
+    for index, name in names.items():
+        w, b = state_dict.get(f"features.{index}.weight"), state_dict.get(f"features.{index}.bias")
+        if w is None or b is None:
+            continue
+        used |= {f"features.{index}.weight", f"features.{index}.bias"}
+        note = ""
+        if name == "conv1_1":
+            w, b = fold_torchvision_input(w, b)
+            note = "RGB/255 mean/std input folded to Caffe BGR"
+        m.put(f"features.{index}.weight", f"{name}.weight", w, note)
+        m.put(f"features.{index}.bias", f"{name}.bias", b)
+    for index, layer in ((0, "fc6"), (3, "fc7")):
+        key = f"classifier.{index}"
+        if f"{key}.weight" in state_dict and f"{key}.bias" in state_dict:
+            used |= {f"{key}.weight", f"{key}.bias"}
+            m.put_fc(key, layer, state_dict[f"{key}.weight"], state_dict[f"{key}.bias"])
+    for key, tensor in state_dict.items():
+        if key in used:
+            continue
+        why = "ImageNet classifier; fc8 is new" if key.startswith("classifier.6.") else "unused"
+        m.report.unexpected.append((key, tuple(tensor.shape), why))
+    return m.finish()
+
+
+def caffe_layer_table(variant: Variant | str) -> dict[str, tuple[str, ...]]:
+    """Our layer name -> accepted Caffe layer names, first match wins.
+
+    ============================  =================================================
+    ours                          Caffe (released DeepLab / init nets)
+    ============================  =================================================
+    ``conv1_1`` ... ``conv5_3``   same names
+    ``fc6``, ``fc7``              same names
+    ``fc8``                       ``fc8_voc12`` (released nets), ``fc8``
+    ``msc.K.fc1``/``fc2``/``fc3``  ``fc1_cK``/``fc2_cK``/``fc3_cK``, K = 0 (image),
+                                  1..4 (pool1..pool4): MSc prototxts
+    ============================  =================================================
+    """
+    v = get_variant(variant)
+    table: dict[str, tuple[str, ...]] = {name: (name,) for name in conv_names()}
+    table |= {"fc6": ("fc6",), "fc7": ("fc7",), "fc8": ("fc8_voc12", "fc8")}
+    if v.msc:
+        for k in range(5):
+            for j in (1, 2, 3):
+                table[f"msc.{k}.fc{j}"] = (f"fc{j}_c{k}",)
+    return table
+
+
+def map_caffe(
+    layers: Mapping[str, Sequence[torch.Tensor]], variant: Variant | str, num_classes: int = 21
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Caffe ``{layer: [weight, bias]}`` -> DeepLab state dict, by :func:`caffe_layer_table`.
+
+    Caffe already uses our input convention. A classifier whose class count differs from
+    ``num_classes`` (an init net's ImageNet fc8) is reported unexpected and left fresh.
+    """
+    m = _Mapper(variant, num_classes, "caffe")
+    used: set[str] = set()
+    for ours, candidates in caffe_layer_table(m.variant).items():
+        src = next((c for c in candidates if c in layers), None)
+        if src is None:
+            continue
+        used.add(src)
+        blobs = [torch.as_tensor(b) for b in layers[src]]
+        if len(blobs) != 2:
+            m.conflicts.append(f"{src}: expected 2 blobs (weight, bias), got {len(blobs)}")
+            continue
+        weight, bias = blobs
+        if ours in ("fc6", "fc7"):
+            m.put_fc(src, ours, weight, bias)
+            continue
+        want = m.shapes[f"{ours}.weight"]
+        if (ours == "fc8" or ours.endswith("fc3")) and bias.numel() != want[0]:
+            m.report.unexpected.append(
+                (src, tuple(weight.shape), f"classifier for {bias.numel()} classes, "
+                 f"target has {want[0]}: left fresh")
+            )
+            continue
+        try:
+            weight = _conv_form(weight, want[1])
+        except ValueError as exc:
+            m.conflicts.append(f"{src}[0] -> {ours}.weight: {exc}")
+            continue
+        m.put(f"{src}[0]", f"{ours}.weight", weight)
+        m.put(f"{src}[1]", f"{ours}.bias", bias.reshape(-1))
+    for name, blobs in layers.items():
+        if name not in used:
+            shape = tuple(blobs[0].shape) if blobs else ()
+            m.report.unexpected.append((name, shape, "no matching layer in target"))
+    return m.finish()
+
+
+def map_deeplab(
+    state_dict: Mapping[str, torch.Tensor], variant: Variant | str, num_classes: int = 21
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Our own key names (a ``module.`` prefix from DataParallel is stripped)."""
+    m = _Mapper(variant, num_classes, "deeplab")
+    for key, tensor in state_dict.items():
+        m.put(key, key.removeprefix("module."), tensor)
+    return m.finish()

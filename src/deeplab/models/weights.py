@@ -1,0 +1,241 @@
+"""Weights as data (:class:`WeightsRecord`) and checkpoints (safetensors + JSON metadata).
+
+Nothing here downloads: a record says where the authors published a file and what it
+scored; turning such a file into a checkpoint is ``deeplab convert`` (offline, by hand).
+
+A checkpoint is one ``.safetensors`` file whose header metadata carries the JSON fields of
+:class:`CheckpointMeta` (variant, class count and names, input convention, source). Loading
+never unpickles: safetensors holds raw tensors only, and ``.pth`` sources are read with
+``torch.load(weights_only=True)`` (:func:`read_state_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_save
+
+from deeplab.io_utils import atomic_write_bytes
+from deeplab.models.inputs import INPUT_CONVENTION
+
+__all__ = [
+    "VOC_CLASSES",
+    "WEIGHTS",
+    "CheckpointMeta",
+    "WeightsRecord",
+    "check_state_dict",
+    "get_weights_record",
+    "load_checkpoint",
+    "read_state_dict",
+    "save_checkpoint",
+    "weights_dir",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "deeplab-checkpoint"
+FORMAT_VERSION = 1
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+_PROJECT = "http://liangchiehchen.com/projects/DeepLab_Models.html"
+_INIT = "http://www.cs.jhu.edu/~alanlab/ccvl/init_models/"
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Published weights for a variant. ``metrics``: VOC 2012 val mean IoU (%) from the
+    paper (Table 1/2, SPEC.md section 6) of the model trained on ``train_aug``, without and
+    with the CRF; ``crf_preset``: the CRF parameters tuned for it (SPEC.md section 4)."""
+
+    name: str
+    variant: str
+    source: str  # where the authors published it (not downloaded by this package)
+    file_format: str  # "caffemodel"
+    input_convention: str = INPUT_CONVENTION
+    class_names: tuple[str, ...] = VOC_CLASSES
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    crf_preset: str | None = None
+    notes: str = ""
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) or None
+
+    @property
+    def filename(self) -> str:
+        """Where :func:`weights_dir` expects the converted checkpoint."""
+        return f"{self.name}.safetensors"
+
+
+WEIGHTS: dict[str, WeightsRecord] = {
+    r.name: r
+    for r in (
+        WeightsRecord(
+            "deeplab-voc12", "deeplab", _PROJECT, "caffemodel",
+            metrics={"voc12_val_miou": 59.80, "voc12_val_miou_crf": 63.74},
+            crf_preset="deeplab",
+        ),
+        WeightsRecord(
+            "deeplab-msc-voc12", "deeplab-msc", _PROJECT, "caffemodel",
+            metrics={"voc12_val_miou": 61.30, "voc12_val_miou_crf": 65.21},
+            crf_preset="deeplab-msc",
+        ),
+        WeightsRecord(
+            "deeplab-largefov-voc12", "deeplab-largefov",
+            "http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-LargeFOV/", "caffemodel",
+            metrics={"voc12_val_miou": 62.25, "voc12_val_miou_crf": 67.64,
+                     "voc12_test_miou_crf": 70.3},
+            crf_preset="deeplab-largefov",
+            notes="the file published there, train2_iter_8000.caffemodel, is the trainval_aug "
+            "fine-tune behind the test score: it has seen VOC val, never score it on val",
+        ),
+        WeightsRecord(
+            "deeplab-msc-largefov-voc12", "deeplab-msc-largefov",
+            "http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-MSc-LargeFOV/", "caffemodel",
+            metrics={"voc12_val_miou": 64.21, "voc12_val_miou_crf": 68.70,
+                     "voc12_test_miou_crf": 71.6},
+            crf_preset="deeplab-msc-largefov",
+            notes="check whether the published file is a train_aug or trainval_aug model "
+            "before scoring it on VOC val",
+        ),
+        WeightsRecord(
+            "vgg16_128", "deeplab", _INIT + "vgg16_128.caffemodel", "caffemodel",
+            class_names=(), notes="ImageNet VGG-16, fc6 decimated to 4x4 (4096 channels); "
+            "init for deeplab, deeplab-4x4 and deeplab-msc",
+        ),
+        WeightsRecord(
+            "vgg16_20M", "deeplab-largefov", _INIT + "vgg16_20M.caffemodel", "caffemodel",
+            class_names=(), notes="ImageNet VGG-16, fc6 3x3 and fc6/fc7 1024 channels; "
+            "init for the LargeFOV variants",
+        ),
+    )
+}  # fmt: skip
+
+
+def get_weights_record(name: str) -> WeightsRecord:
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        raise ValueError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}") from None
+
+
+def weights_dir() -> Path:
+    """Where converted checkpoints of :data:`WEIGHTS` are looked up by name:
+    ``$DEEPLAB_WEIGHTS_DIR``, else ``~/.cache/deeplab``."""
+    env = os.environ.get("DEEPLAB_WEIGHTS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "deeplab"
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself (stored as JSON in the safetensors header)."""
+
+    variant: str
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    input_convention: str = INPUT_CONVENTION
+    source: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def to_header(self) -> dict[str, str]:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["extra"] = dict(self.extra)
+        return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(d)}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, str] | None, path: str) -> CheckpointMeta:
+        if not header or header.get("format") != FORMAT or "meta" not in header:
+            raise ValueError(f"{path}: not a deeplab checkpoint (no deeplab metadata)")
+        if header.get("format_version") != str(FORMAT_VERSION):
+            raise ValueError(f"{path}: unsupported checkpoint version {header['format_version']}")
+        try:
+            d = json.loads(header["meta"])
+            return cls(
+                variant=str(d["variant"]),
+                num_classes=int(d["num_classes"]),
+                class_names=tuple(str(c) for c in d.get("class_names", ())),
+                input_convention=str(d.get("input_convention", "")),
+                source=str(d.get("source", "")),
+                extra={str(k): str(v) for k, v in dict(d.get("extra", {})).items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: malformed checkpoint metadata: {exc}") from None
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta
+) -> None:
+    """Write ``state_dict`` + ``meta`` to a ``.safetensors`` file, atomically."""
+    if meta.class_names and len(meta.class_names) != meta.num_classes:
+        raise ValueError(
+            f"{len(meta.class_names)} class names for {meta.num_classes} classes"
+        )
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(path, safetensors_save(tensors, metadata=meta.to_header()))
+    log.info("saved %d tensors (%s) to %s", len(tensors), meta.variant, os.fspath(path))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Read a checkpoint written by :func:`save_checkpoint`: (state dict, metadata)."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"checkpoint not found: {name}")
+    try:
+        with safe_open(name, framework="pt", device="cpu") as handle:
+            meta = CheckpointMeta.from_header(handle.metadata(), name)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise ValueError(f"{name}: not a readable safetensors file: {exc}") from None
+    return tensors, meta
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth``/``.pt`` (``torch.load(weights_only=True)``: no arbitrary
+    unpickling) or a plain ``.safetensors`` file. A ``{"state_dict": ...}`` or
+    ``{"model": ...}`` wrapper is unwrapped."""
+    name = os.fspath(path)
+    try:
+        if name.endswith(".safetensors"):
+            with safe_open(name, framework="pt", device="cpu") as handle:
+                return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        obj = torch.load(name, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"{name}: cannot read weights: {exc}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{name}: expected a state dict of tensors")
+    return dict(obj)
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor | tuple[int, ...]], got: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Differences between a model's state dict (or key -> shape) and loaded tensors: one
+    line per mismatched shape (name, expected, got), missing and unexpected key."""
+    def shape(v: torch.Tensor | tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)
+
+    problems = [
+        f"shape mismatch {k}: expected {shape(v)}, got {tuple(got[k].shape)}"
+        for k, v in expected.items()
+        if k in got and shape(v) != tuple(got[k].shape)
+    ]
+    problems += [f"missing {k} {shape(v)}" for k, v in expected.items() if k not in got]
+    problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in got.items() if k not in expected]
+    return problems
