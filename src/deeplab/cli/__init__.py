@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.demo_cmd",
     "deeplab.cli.crf_cmd",
+    "deeplab.cli.convert_cmd",
 )
 
 

@@ -1,0 +1,52 @@
+"""torch.hub entry points for the DeepLab v1 networks of this checkout.
+
+    model = torch.hub.load("/path/to/deeplab", "deeplab_largefov", source="local")
+    model = torch.hub.load("/path/to/deeplab", "deeplab_largefov", source="local",
+                           weights="deeplab-largefov-voc12")  # a converted checkpoint
+
+Every entry point takes ``num_classes`` (default 21) and ``weights`` (``None``, a checkpoint
+path, or a registered weights name found in ``$DEEPLAB_WEIGHTS_DIR``); nothing is ever
+downloaded. Models expect Caffe-convention input (BGR, 0..255, mean-subtracted, see
+``deeplab.models.to_model_input``) and return stride-8 logits.
+"""
+
+from __future__ import annotations
+
+import os as _os
+import sys as _sys
+from collections.abc import Callable as _Callable
+from typing import Any as _Any
+
+dependencies = ["torch", "numpy", "safetensors"]
+
+# torch.hub puts the checkout on sys.path, but the package lives under src/.
+# Names without a leading underscore are entry points for torch.hub.list().
+_SRC = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "src")
+if _SRC not in _sys.path:
+    _sys.path.insert(0, _SRC)
+
+import deeplab.models as _models  # noqa: E402
+
+
+def _entry(name: str) -> _Callable[..., _Any]:
+    variant = _models.get_variant(name)
+
+    def entry(*, num_classes: int = 21, weights: str | None = None) -> _Any:
+        return _models.build_model(name, num_classes=num_classes, weights=weights)
+
+    entry.__name__ = name.replace("-", "_")
+    entry.__doc__ = (
+        f"{variant.paper_name}: {variant.description}.\n\n"
+        "Args: num_classes (default 21); weights: None, a checkpoint path or a registered "
+        "weights name (deeplab.models.WEIGHTS) converted into $DEEPLAB_WEIGHTS_DIR."
+    )
+    return entry
+
+
+deeplab = _entry("deeplab")
+deeplab_7x7 = _entry("deeplab-7x7")
+deeplab_4x4 = _entry("deeplab-4x4")
+deeplab_largefov = _entry("deeplab-largefov")
+deeplab_msc = _entry("deeplab-msc")
+deeplab_msc_largefov = _entry("deeplab-msc-largefov")
+deeplab_largefov_tiny = _entry("deeplab-largefov-tiny")

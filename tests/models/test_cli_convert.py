@@ -1,0 +1,77 @@
+"""`deeplab convert`: thin CLI over deeplab.models.convert_file."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from deeplab.cli import COMMAND_MODULES, convert_cmd
+from deeplab.models import load_model
+
+from .caffe_proto import caffemodel_bytes
+from .reference import torchvision_vgg16_state
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="deeplab")
+    convert_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_registered_in_the_cli() -> None:
+    assert "deeplab.cli.convert_cmd" in COMMAND_MODULES
+
+
+def test_convert_caffemodel(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    model = load_model  # keep the import used for the round trip below
+    src = tmp_path / "released.caffemodel"
+    layers = {
+        "conv1_1": [rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+                    rng.standard_normal(16).astype(np.float32)],
+        "fc8_voc12": [rng.standard_normal((21, 128, 1, 1)).astype(np.float32),
+                      rng.standard_normal(21).astype(np.float32)],
+        "fc8_coco": [np.zeros((2, 2), np.float32)],
+    }
+    src.write_bytes(caffemodel_bytes(layers))
+    dst = tmp_path / "out.safetensors"
+    assert _run(["convert", str(src), "--variant", "deeplab-largefov-tiny", "--out", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "mapped      conv1_1[0] -> conv1_1.weight (16, 3, 3, 3)" in out
+    assert "mapped      fc8_voc12[1] -> fc8.bias (21,)" in out
+    assert "missing     conv5_3.weight (fresh initialisation)" in out
+    assert "unexpected  fc8_coco (2, 2) (no matching layer in target)" in out
+    assert "4 mapped, 28 missing, 1 unexpected" in out
+    converted = model(dst)
+    np.testing.assert_array_equal(converted.conv1_1.weight.detach().numpy(), layers["conv1_1"][0])
+    assert converted.variant.name == "deeplab-largefov-tiny"
+
+
+def test_convert_torchvision_pth_with_other_class_count(tmp_path, capsys) -> None:
+    src = tmp_path / "vgg16.pth"
+    torch.save(torchvision_vgg16_state((16, 32, 64, 64, 64), 512), src)
+    dst = tmp_path / "init.safetensors"
+    argv = ["convert", str(src), "--variant", "deeplab-largefov-tiny", "--out", str(dst),
+            "--num-classes", "4"]
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    assert "source format: torchvision-vgg16" in out
+    assert "decimated from (512, 3136)" in out
+    model = load_model(dst)
+    assert model.num_classes == 4 and model.fc6.weight.shape == (128, 64, 3, 3)
+
+
+def test_errors_surface_as_value_errors(tmp_path) -> None:
+    src = tmp_path / "vgg16.pth"
+    torch.save(torchvision_vgg16_state((16, 32, 64, 64, 64), 512), src)
+    with pytest.raises(ValueError, match="do not fit 'deeplab-largefov'"):
+        _run(["convert", str(src), "--variant", "deeplab-largefov",
+              "--out", str(tmp_path / "x.safetensors")])
+    with pytest.raises(ValueError, match=r"must end in \.safetensors"):
+        _run(["convert", str(src), "--variant", "deeplab-largefov-tiny",
+              "--out", str(tmp_path / "x.pth")])
+    assert not (tmp_path / "x.safetensors").exists()
