@@ -150,9 +150,11 @@ def simplex_keys(features):
     # Single precision throughout, in the reference's order of operations: points near a
     # simplex boundary then fall on the same side as in pydensecrf.
     scale = np.empty(d, np.float32)
-    inv_std = math.sqrt(2.0 / 3.0) * d1
+    # The reference keeps inv_std in a C float and multiplies in double: a scale 1 ulp off
+    # moves points across simplex boundaries and changes the set of lattice vertices.
+    inv_std = float(np.float32(math.sqrt(2.0 / 3.0) * d1))
     for i in range(d):
-        scale[i] = inv_std / math.sqrt((i + 1.0) * (i + 2.0))
+        scale[i] = 1.0 / math.sqrt((i + 2.0) * (i + 1.0)) * inv_std
     down = np.float32(1.0 / d1)
     simplex_rem0 = np.empty((n, d1), np.int32)
     simplex_rank = np.empty((n, d1), np.int8)
