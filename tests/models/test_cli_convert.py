@@ -28,7 +28,6 @@ def test_registered_in_the_cli() -> None:
 
 def test_convert_caffemodel(tmp_path, capsys) -> None:
     rng = np.random.default_rng(0)
-    model = load_model  # keep the import used for the round trip below
     src = tmp_path / "released.caffemodel"
     layers = {
         "conv1_1": [rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
@@ -46,7 +45,7 @@ def test_convert_caffemodel(tmp_path, capsys) -> None:
     assert "missing     conv5_3.weight (fresh initialisation)" in out
     assert "unexpected  fc8_coco (2, 2) (no matching layer in target)" in out
     assert "4 mapped, 28 missing, 1 unexpected" in out
-    converted = model(dst)
+    converted = load_model(dst)
     np.testing.assert_array_equal(converted.conv1_1.weight.detach().numpy(), layers["conv1_1"][0])
     assert converted.variant.name == "deeplab-largefov-tiny"
 
@@ -75,3 +74,56 @@ def test_errors_surface_as_value_errors(tmp_path) -> None:
         _run(["convert", str(src), "--variant", "deeplab-largefov-tiny",
               "--out", str(tmp_path / "x.pth")])
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_file_reads_every_source_format(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from deeplab.models import build_model, convert_file
+
+    tv = tmp_path / "vgg16.safetensors"
+    save_file(torchvision_vgg16_state((16, 32, 64, 64, 64), 512), str(tv))
+    model, report = convert_file(tv, "deeplab-largefov-tiny", 21)
+    assert report.source_format == "torchvision-vgg16" and len(report.mapped) == 30
+
+    own = tmp_path / "own.pth"
+    source = build_model("deeplab-largefov-tiny", num_classes=3)
+    torch.save({"model": source.state_dict()}, own)
+    model, report = convert_file(own, "deeplab-largefov-tiny", 3)
+    assert report.source_format == "deeplab" and report.missing == []
+    torch.testing.assert_close(model.fc8.weight, source.fc8.weight, rtol=0, atol=0)
+
+    odd = tmp_path / "odd.pth"
+    torch.save({"backbone.0.weight": torch.zeros(1)}, odd)
+    with pytest.raises(ValueError, match="unrecognised state dict"):
+        convert_file(odd, "deeplab-largefov-tiny", 21)
+    with pytest.raises(ValueError, match="unknown weights format"):
+        convert_file(tv.rename(tmp_path / "vgg16.npz"), "deeplab-largefov-tiny", 21)
+    with pytest.raises(FileNotFoundError):
+        convert_file(tmp_path / "absent.caffemodel", "deeplab-largefov-tiny", 21)
+
+
+def test_main_reports_errors_with_exit_code_1(tmp_path, capsys) -> None:
+    from deeplab.cli import main
+
+    src = tmp_path / "broken.caffemodel"
+    src.write_bytes(b"\x12\x05abc")
+    code = main(["convert", str(src), "--variant", "deeplab-largefov-tiny",
+                 "--out", str(tmp_path / "x.safetensors")])
+    assert code == 1
+    assert "malformed .caffemodel" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_full_size_torchvision_vgg16_to_largefov(tmp_path, capsys) -> None:
+    from deeplab.cli import main
+
+    src = tmp_path / "vgg16.pth"
+    torch.save(torchvision_vgg16_state(), src)
+    dst = tmp_path / "largefov_init.safetensors"
+    assert main(["convert", str(src), "--variant", "deeplab-largefov", "--out", str(dst)]) == 0
+    assert "30 mapped, 2 missing, 2 unexpected" in capsys.readouterr().out
+    model = load_model(dst)
+    assert model.fc6.weight.shape == (1024, 512, 3, 3)
+    assert sum(p.numel() for p in model.parameters()) == 20_505_429
