@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from deeplab.crf.meanfield import DenseCRF
 from deeplab.crf.params import CRFParams
-from deeplab.crf.unary import (
-    channel_to_label,
-    unary_from_labels,
-    unary_from_logits,
-    unary_from_probs,
-)
+from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
 from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
 
 log = logging.getLogger(__name__)
@@ -52,15 +48,14 @@ def estimate_memory(height: int, width: int, num_labels: int) -> int:
     return n * num_labels * _BYTES_PER_PIXEL_LABEL + n * _BYTES_PER_PIXEL
 
 
-def image_crf(
+def add_image_kernels(
+    crf: DenseCRF,
     image: np.ndarray,
-    unary: np.ndarray,
     params: CRFParams,
     compat: np.ndarray | None = None,
 ) -> DenseCRF:
-    """A :class:`DenseCRF` with DeepLab's two kernels; unary (L, H, W) float32."""
+    """Add DeepLab's spatial and bilateral kernels for an (H, W, 3) uint8 image to ``crf``."""
     h, w = image.shape[:2]
-    crf = DenseCRF(unary.reshape(unary.shape[0], h * w))
     # With a compatibility matrix mu, kernel m costs w_m * mu; Potts is mu = [l != l'].
     c1 = params.w1 if compat is None else params.w1 * compat
     c2 = params.w2 if compat is None else params.w2 * compat
@@ -73,6 +68,44 @@ def image_crf(
             params.normalization,
         )
     return crf
+
+
+def _check_params(params: CRFParams | None) -> CRFParams:
+    params = CRFParams() if params is None else params
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"params: expected CRFParams, got {type(params).__name__}")
+    return params
+
+
+def _run(
+    crf_for: Callable[[np.ndarray], DenseCRF],
+    maps: object,
+    name: str,
+    image: np.ndarray,
+    params: CRFParams | None,
+    compat: np.ndarray | None,
+    callback: Callable[[int, np.ndarray], None] | None,
+) -> np.ndarray:
+    """Shared body of the entry points: checks, kernels, inference; (L, H, W) out."""
+    params = _check_params(params)
+    img = check_image(image)
+    h, w = img.shape[:2]
+    arr = check_label_maps(maps, name, (h, w), finite=False)
+    num_labels = arr.shape[0]
+    if compat is not None:
+        compat = as_float32_2d(compat, "compat")
+        if compat.shape != (num_labels, num_labels):
+            raise ValueError(
+                f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
+            )
+    crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, compat)
+    cb = None
+    if callback is not None:
+
+        def cb(it: int, q: np.ndarray) -> None:
+            callback(it, q.reshape(num_labels, h, w).copy())
+
+    return crf.inference(params.iterations, callback=cb).reshape(num_labels, h, w)
 
 
 def dense_crf_from_unary(
@@ -89,49 +122,32 @@ def dense_crf_from_unary(
     compat: optional (L, L) label compatibility mu (default Potts, mu = [l != l']).
     callback(it, q): after each iteration, q the (L, H, W) marginals (a copy).
     """
-    params = CRFParams() if params is None else params
-    if not isinstance(params, CRFParams):
-        raise TypeError(f"params: expected CRFParams, got {type(params).__name__}")
-    img = check_image(image)
-    h, w = img.shape[:2]
-    u = check_label_maps(unary, "unary", (h, w))
-    num_labels = u.shape[0]
-    if compat is not None:
-        compat = as_float32_2d(compat, "compat")
-        if compat.shape != (num_labels, num_labels):
-            raise ValueError(
-                f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
-            )
-    crf = image_crf(img, u, params, compat)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: np.ndarray) -> None:
-            callback(it, np.ascontiguousarray(q.T).reshape(num_labels, h, w))
-
-    q = crf.inference(params.iterations, callback=cb)
-    return q.reshape(num_labels, h, w)
+    return _run(DenseCRF, unary, "unary", image, params, compat, callback)
 
 
 def dense_crf(
     image: np.ndarray,
     probs: np.ndarray,
     params: CRFParams | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Refine class probabilities (L, H, W) of an (H, W, 3) uint8 RGB image.
 
     Returns the CRF marginals (L, H, W) float32; the label map is ``q.argmax(0)``.
     Unary energies are ``-log P`` (paper section 4.1).
     """
-    return dense_crf_from_unary(image, unary_from_probs(probs), params, **kwargs)
+    compat = kwargs.pop("compat", None)
+    callback = kwargs.pop("callback", None)
+    if kwargs:
+        raise TypeError(f"dense_crf: unexpected arguments {sorted(kwargs)}")
+    return _run(DenseCRF.from_probabilities, probs, "probs", image, params, compat, callback)
 
 
 def dense_crf_from_logits(
     image: np.ndarray,
     logits: np.ndarray,
     params: CRFParams | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> np.ndarray:
     """As :func:`dense_crf` for unnormalised scores (L, H, W), e.g. a network's output."""
     return dense_crf_from_unary(image, unary_from_logits(logits), params, **kwargs)
@@ -145,7 +161,7 @@ def dense_crf_from_labels(
     *,
     confidence: float = 0.7,
     unknown: int | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refine a coarse (H, W) label map; pixels equal to ``unknown`` are left to the CRF.
 

@@ -18,6 +18,9 @@ import math
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvmir
+from numba.core import types
+from numba.extending import intrinsic
 
 _JIT = {"cache": True, "nogil": True}
 _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
@@ -30,6 +33,8 @@ _PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
 # wrapped silently like the reference's int16 keys.
 MAX_LATTICE_COORD = 2**24
 CHUNK = 1024
+# Points per block of the fused mean-field pass (its scratch stays in L1).
+BLOCK = 64
 
 # exp(x) for x <= 0 as 2^n * p(r): float32 constants keep the arithmetic single precision.
 _LOG2E = np.float32(1.4426950408889634)
@@ -38,71 +43,123 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_FLOOR = np.float32(-87.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
 _C2 = np.float32(1.0 / 2.0)
 _C3 = np.float32(1.0 / 6.0)
 _C4 = np.float32(1.0 / 24.0)
 _C5 = np.float32(1.0 / 120.0)
 _C6 = np.float32(1.0 / 720.0)
 
+# Padding labels get this energy: their probability is exactly 0 (see _exp_nonpositive).
+PAD_ENERGY = np.float32(-1e30)
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret an int32's bits as a float32 (vectorises, unlike ldexp)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmir.FloatType())
+
+    return sig, codegen
+
 
 @nb.njit(**_JIT)
-def _softmax_row(e, out, ibits, fbits):
-    """out = softmax(e) for one row; ibits/fbits: an int32 scratch row and its float view.
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0 in float32: 2^n * p(r) after range reduction, p a degree-6
+    polynomial (relative error < 2e-7); exactly 0 below -87. Inlines and vectorises."""
+    xc = max(x, _EXP_FLOOR)
+    n = np.floor(xc * _LOG2E + _HALF)
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
+    scale = _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return p * scale if x >= _EXP_FLOOR else _ZERO
 
-    exp is a degree-6 polynomial after range reduction (relative error < 2e-7): unlike a
-    libm call, it vectorises across the row.
+
+@nb.njit(**_JIT)
+def _softmax_block(e, out, row_max):
+    """out = softmax of each row of e (B, C); row_max: (>= B,) scratch.
+
+    The exponentials run as one loop over the whole block: rows of a few dozen labels are
+    too short for the vectoriser, a block of them is not.
     """
-    c = e.size
-    mx = e[0]
-    for j in range(1, c):
-        mx = max(mx, e[j])
-    for j in range(c):
-        x = max(e[j] - mx, _EXP_FLOOR)
-        n = np.floor(x * _LOG2E + _HALF)
-        r = x - n * _LN2_HI - n * _LN2_LO
-        p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
-        ibits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
-        out[j] = p
-    total = np.float32(0.0)
-    for j in range(c):
-        out[j] *= fbits[j]
-        total += out[j]
-    inv = _ONE / total
-    for j in range(c):
-        out[j] *= inv
+    rows, c = e.shape
+    for b in range(rows):
+        m = e[b, 0]
+        for j in range(1, c):
+            m = max(m, e[b, j])
+        row_max[b] = m
+    for b in range(rows):
+        m = row_max[b]
+        for j in range(c):
+            out[b, j] = e[b, j] - m
+    flat = out.reshape(rows * c)
+    for i in range(rows * c):
+        flat[i] = _exp_nonpositive(flat[i])
+    for b in range(rows):
+        total = _ZERO
+        for j in range(c):
+            total += out[b, j]
+        inv = _ONE / total
+        for j in range(c):
+            out[b, j] *= inv
 
 
 @nb.njit(**_PAR)
 def softmax_rows(energy, out):
     """out[k] = softmax(energy[k]) for (N, C) float32 arrays."""
-    n, c = energy.shape
-    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
-        ibits = np.empty(c, np.int32)
-        fbits = ibits.view(np.float32)
-        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            _softmax_row(energy[k], out[k], ibits, fbits)
+    n = energy.shape[0]
+    for ch in nb.prange((n + BLOCK - 1) // BLOCK):
+        lo = ch * BLOCK
+        hi = min(n, lo + BLOCK)
+        row_max = np.empty(BLOCK, np.float32)
+        _softmax_block(energy[lo:hi], out[lo:hi], row_max)
 
 
 @nb.njit(**_PAR)
-def neg_transpose(src, dst):
-    """dst (N, C) = -src.T for src (C, N): unary energies to point-major -U."""
-    c, n = src.shape
+def pad_transpose(src, sign, dst):
+    """dst (N, W) = sign * src.T for src (L, N), padding labels L..W-1 with PAD_ENERGY."""
+    labels, n = src.shape
+    width = dst.shape[1]
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
         for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            for j in range(c):
-                dst[k, j] = -src[j, k]
+            for j in range(labels):
+                dst[k, j] = sign * src[j, k]
+            for j in range(labels, width):
+                dst[k, j] = PAD_ENERGY
 
 
 @nb.njit(**_PAR)
 def transpose(src, dst):
-    """dst (C, N) = src.T for src (N, C)."""
-    n, c = src.shape
+    """dst (L, N) = src[:, :L].T for src (N, W)."""
+    labels, n = dst.shape
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
         hi = min(n, lo + CHUNK)
-        for j in range(c):
+        for j in range(labels):
             for k in range(lo, hi):
                 dst[j, k] = src[k, j]
+
+
+@nb.njit(**_PAR)
+def fill_term_columns(
+    offsets, weights, base, in_scale, out_scale, coef, col, all_offsets, splat_w, slice_w
+):
+    """Write one kernel's corners into columns col..col+d of the stacked (N, S) arrays:
+    offsets shifted by ``base`` rows, splat weights times in_scale (if any), slice weights
+    times coef and out_scale (if any)."""
+    n, d1 = offsets.shape
+    has_in = in_scale.size > 0
+    has_out = out_scale.size > 0
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            a = in_scale[k] if has_in else _ONE
+            b = coef * out_scale[k] if has_out else coef
+            for r in range(d1):
+                all_offsets[k, col + r] = offsets[k, r] + base
+                splat_w[k, col + r] = weights[k, r] * a
+                slice_w[k, col + r] = weights[k, r] * b
 
 
 # -- lattice construction ---------------------------------------------------------------
@@ -324,57 +381,99 @@ def build_neighbors(keys, table):
     return nbrs
 
 
-@nb.njit(**_JIT)
-def build_splat_index(offsets, weights, m):
-    """CSR index from vertices to the points that splat onto them.
-
-    Returns ptr (M+1,) int64, points (N*(d+1),) int32 and their weights float32, in
-    increasing point order inside each vertex (good locality for the gather).
-    """
-    n, d1 = offsets.shape
-    ptr = np.zeros(m + 1, np.int64)
-    for k in range(n):
-        for r in range(d1):
-            ptr[offsets[k, r] + 1] += 1
-    for v in range(m):
-        ptr[v + 1] += ptr[v]
-    fill = ptr[:-1].copy()
-    points = np.empty(n * d1, np.int32)
-    wts = np.empty(n * d1, np.float32)
-    for k in range(n):
-        for r in range(d1):
-            v = offsets[k, r]
-            points[fill[v]] = k
-            wts[fill[v]] = weights[k, r]
-            fill[v] += 1
-    return ptr, points, wts
-
-
 # -- filtering ------------------------------------------------------------------------
 
 
 @nb.njit(**_PAR)
-def splat(values, points, wts, ptr, out):
-    """out[v] = sum over the CSR entries t of v of wts[t] * values[points[t]]; zero row M.
+def splat(values, offsets, weights, private):
+    """Scatter (N, C) values onto the lattice: private[t, v] = the sum, over the points of
+    thread t's share, of weights[k, s] * values[k] where offsets[k, s] = v.
 
-    values (N, C) float32; out (M+1, C) float32.
+    private: (T, R, C) float32, one buffer per share so no two threads write the same row;
+    :func:`reduce_private` adds them up. Rows no point touches (the zero rows) stay zero.
     """
-    c = values.shape[1]
-    m = ptr.size - 1
-    for ch in nb.prange((m + CHUNK - 1) // CHUNK):
-        acc = np.empty(c, np.float32)
-        for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
+    n, c = values.shape
+    s = offsets.shape[1]
+    shares = private.shape[0]
+    rows = private.shape[1]
+    for t in nb.prange(shares):
+        buf = private[t]
+        for v in range(rows):
             for j in range(c):
-                acc[j] = 0.0
-            for t in range(ptr[v], ptr[v + 1]):
-                k = points[t]
-                w = wts[t]
+                buf[v, j] = 0.0
+        for k in range(t * n // shares, (t + 1) * n // shares):
+            for r in range(s):
+                o = offsets[k, r]
+                w = weights[k, r]
                 for j in range(c):
-                    acc[j] += w * values[k, j]
+                    buf[o, j] += w * values[k, j]
+
+
+@nb.njit(**_PAR)
+def reduce_private(private, out):
+    """out (R, C) = private.sum(0) for private (T, R, C)."""
+    shares, rows, c = private.shape
+    for ch in nb.prange((rows + CHUNK - 1) // CHUNK):
+        for v in range(ch * CHUNK, min(rows, (ch + 1) * CHUNK)):
             for j in range(c):
-                out[v, j] = acc[j]
-    for j in range(c):
-        out[m, j] = 0.0
+                out[v, j] = private[0, v, j]
+            for t in range(1, shares):
+                for j in range(c):
+                    out[v, j] += private[t, v, j]
+
+
+@nb.njit(**_PAR)
+def meanfield_pass(
+    neg_unary, lattice_values, offsets, slice_w, splat_w, private, q_out, write_q, scatter
+):
+    """One mean-field update fused with the splat of its result (Potts kernels).
+
+    Per point k: e = neg_unary[k] + sum_s slice_w[k, s] * lattice_values[offsets[k, s]],
+    q = softmax(e); if ``scatter``, q is scattered with splat_w into thread-private lattice
+    buffers (T, R, C) for the next update; if ``write_q``, its first L labels are stored
+    in q_out (L, N), label-major as the caller wants them. Slice weights hold
+    w_m * alpha * output normalisation * barycentric weight, splat weights the barycentric
+    weight times the input normalisation. Q itself never needs to round-trip through memory
+    between updates: only the lattice values do.
+    """
+    n, c = neg_unary.shape
+    s = offsets.shape[1]
+    shares = private.shape[0]
+    rows = private.shape[1]
+    for t in nb.prange(shares):
+        buf = private[t]
+        for v in range(rows):
+            for j in range(c):
+                buf[v, j] = 0.0
+        e = np.empty((BLOCK, c), np.float32)
+        q = np.empty((BLOCK, c), np.float32)
+        row_max = np.empty(BLOCK, np.float32)
+        end = (t + 1) * n // shares
+        for lo in range(t * n // shares, end, BLOCK):
+            hi = min(end, lo + BLOCK)
+            for b in range(hi - lo):
+                k = lo + b
+                for j in range(c):
+                    e[b, j] = neg_unary[k, j]
+                for r in range(s):
+                    o = offsets[k, r]
+                    w = slice_w[k, r]
+                    for j in range(c):
+                        e[b, j] += w * lattice_values[o, j]
+            qb = q[: hi - lo]
+            _softmax_block(e[: hi - lo], qb, row_max)
+            if write_q:
+                for j in range(q_out.shape[0]):
+                    for b in range(hi - lo):
+                        q_out[j, lo + b] = qb[b, j]
+            for b in range(hi - lo):
+                k = lo + b
+                if scatter:
+                    for r in range(s):
+                        o = offsets[k, r]
+                        w = splat_w[k, r]
+                        for j in range(c):
+                            buf[o, j] += w * qb[b, j]
 
 
 @nb.njit(**_PAR)
@@ -433,19 +532,21 @@ def slice_softmax(neg_unary, lattice_values, offsets, weights, q_out):
     """
     n, c = neg_unary.shape
     s = offsets.shape[1]
-    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
-        e = np.empty(c, np.float32)
-        ibits = np.empty(c, np.int32)
-        fbits = ibits.view(np.float32)
-        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+    for ch in nb.prange((n + BLOCK - 1) // BLOCK):
+        lo = ch * BLOCK
+        hi = min(n, lo + BLOCK)
+        e = np.empty((hi - lo, c), np.float32)
+        row_max = np.empty(BLOCK, np.float32)
+        for b in range(hi - lo):
+            k = lo + b
             for j in range(c):
-                e[j] = neg_unary[k, j]
+                e[b, j] = neg_unary[k, j]
             for r in range(s):
                 o = offsets[k, r]
                 w = weights[k, r]
                 for j in range(c):
-                    e[j] += w * lattice_values[o, j]
-            _softmax_row(e, q_out[k], ibits, fbits)
+                    e[b, j] += w * lattice_values[o, j]
+        _softmax_block(e, q_out[lo:hi], row_max)
 
 
 @nb.njit(**_PAR)

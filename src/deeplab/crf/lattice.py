@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf.validation import as_float32_2d
 
 log = logging.getLogger(__name__)
+
+
+def thread_shares() -> int:
+    """How many thread-private buffers a parallel scatter uses: one per numba thread."""
+    return max(1, int(numba.get_num_threads()))
 
 
 class PermutohedralLattice:
@@ -53,32 +59,34 @@ class PermutohedralLattice:
         #: (d+1, M, 2) blur neighbours; M is the all-zero row.
         self.neighbors = kernels.build_neighbors(keys, table)
         del keys, table
-        self.splat_ptr, self.splat_points, self.splat_weights = kernels.build_splat_index(
-            offsets, weights, self.num_vertices
-        )
         #: The reference's scale of the blurred result, 1 / (1 + 2^-d).
         self.alpha = float(1.0 / (1.0 + 2.0 ** (-d)))
         log.debug("lattice: %d points, d=%d, %d vertices", n, d, self.num_vertices)
 
+    def blur(
+        self, values: np.ndarray, tmp: np.ndarray | None = None, reverse: bool = False
+    ) -> None:
+        """Blur lattice values (M+1, C) in place along all d+1 axes (``tmp``: scratch)."""
+        scratch = np.empty_like(values) if tmp is None else tmp[: values.shape[0]]
+        kernels.blur(values, scratch, self.neighbors, reverse)
+        if (self.dim + 1) % 2 == 1:  # an odd number of ping-pong passes ends in the scratch
+            values[:] = scratch
+
     def splat_blur(
         self,
         values: np.ndarray,
-        buf: np.ndarray,
-        tmp: np.ndarray,
+        out: np.ndarray,
         *,
-        splat_weights: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
         reverse: bool = False,
     ) -> None:
-        """Splat (N, C) values and blur them; the result is left in ``buf`` (M+1, C).
-
-        splat_weights: the CSR weights with per-point factors folded in (default: plain
-        barycentric weights).
-        """
-        wts = self.splat_weights if splat_weights is None else splat_weights
-        # The blur ends in its first buffer for an even number of axes: start so it ends in buf.
-        first, second = (buf, tmp) if (self.dim + 1) % 2 == 0 else (tmp, buf)
-        kernels.splat(values, self.splat_points, wts, self.splat_ptr, first)
-        kernels.blur(first, second, self.neighbors, reverse)
+        """Splat (N, C) values with ``weights`` (N, d+1) (default: barycentric) into
+        ``out`` (M+1, C) and blur them there."""
+        w = self.weights if weights is None else weights
+        private = np.empty((thread_shares(), *out.shape), np.float32)
+        kernels.splat(values, self.offsets, w, private)
+        kernels.reduce_private(private, out)
+        self.blur(out, reverse=reverse)
 
     def filter(self, values: np.ndarray, *, reverse: bool = False) -> np.ndarray:
         """Gaussian-filter a signal over the points: (N,) or (N, C) in, float32 out.
@@ -93,9 +101,8 @@ class PermutohedralLattice:
                 f"values: expected {self.num_points} rows (one per lattice point), "
                 f"got shape {vals.shape}"
             )
-        shape = (self.num_vertices + 1, vals2.shape[1])
-        buf, tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        self.splat_blur(vals2, buf, tmp, reverse=reverse)
+        buf = np.empty((self.num_vertices + 1, vals2.shape[1]), np.float32)
+        self.splat_blur(vals2, buf, reverse=reverse)
         out = np.empty_like(vals2)
         kernels.slice_into(buf, self.offsets, self.weights * np.float32(self.alpha), out, False)
         return out[:, 0] if squeeze else out

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeplab.crf import kernels
-from deeplab.crf.lattice import PermutohedralLattice
+from deeplab.crf.lattice import PermutohedralLattice, thread_shares
 from deeplab.crf.params import NORMALIZATIONS
 from deeplab.crf.validation import as_float32_2d, check_finite
 
 log = logging.getLogger(__name__)
 
 Compat = float | np.ndarray
+
+# Largest label-compatibility weight accepted; useful weights are below 100.
+MAX_COMPAT = 1e6
 
 
 @dataclass
@@ -45,10 +48,10 @@ class PairwiseTerm:
         return not isinstance(self.compat, np.ndarray)
 
     def splat_weights(self) -> np.ndarray:
-        lat = self.lattice
+        """(N, d+1) barycentric weights times the input scale."""
         if self.in_scale is None:
-            return lat.splat_weights
-        return lat.splat_weights * self.in_scale[lat.splat_points]
+            return self.lattice.weights
+        return np.ascontiguousarray(self.lattice.weights * self.in_scale[:, None])
 
     def slice_weights(self) -> np.ndarray:
         """(N, d+1) barycentric weights times alpha, the output scale and a Potts weight."""
@@ -75,39 +78,83 @@ def _normalisation_scales(
     return (s, None) if normalization == "before" else (None, s)
 
 
+def padded_width(num_labels: int) -> int:
+    """Labels are stored padded to 8, 16 or a multiple of 32: the compiled loops over a
+    row of labels then run as whole vector blocks, which is faster than the exact width."""
+    if num_labels <= 8:
+        return 8
+    if num_labels <= 16:
+        return 16
+    return -(-num_labels // 32) * 32
+
+
 @dataclass
 class _Plan:
-    """Buffers and folded weights for the mean-field loop, built once per set of kernels."""
+    """Stacked lattice buffers and folded weights, built once per set of kernels.
+
+    All kernels' lattice values live in one (R, W) array; term i owns rows
+    ``row_base[i] : row_base[i] + M_i + 1`` and its offsets are shifted accordingly, so one
+    pass over the points can slice and splat every kernel.
+    """
 
     terms: list[PairwiseTerm]
-    splat_weights: list[np.ndarray]
     row_base: list[int]
-    buf: np.ndarray
-    tmp: np.ndarray
-    potts_offsets: np.ndarray
-    potts_weights: np.ndarray
-    matrix_slices: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    rows: int
+    offsets: np.ndarray  # (N, S) int32, every term's corners side by side
+    splat_w: np.ndarray  # (N, S) float32
+    slice_w: np.ndarray  # (N, S) float32; matrix terms' columns hold 0 here
+    matrix_terms: list[tuple[int, PairwiseTerm, np.ndarray]]  # (column, term, padded mu)
+
+    def blur(self, values: np.ndarray, tmp: np.ndarray) -> None:
+        for term, base in zip(self.terms, self.row_base, strict=True):
+            block = values[base : base + term.lattice.num_vertices + 1]
+            term.lattice.blur(block, tmp)
 
 
 class DenseCRF:
     """Fully connected CRF over N points and L labels.
 
-    unary: (L, N) energies ``U = -log P`` (any per-point constant is irrelevant).
-    Add kernels with :meth:`add_kernel`, then call :meth:`inference`.
+    unary: (L, N) energies ``U = -log P`` (any per-point constant is irrelevant); or use
+    :meth:`from_probabilities`. Add kernels with :meth:`add_kernel`, then call
+    :meth:`inference`.
     """
 
-    def __init__(self, unary: np.ndarray) -> None:
-        u = as_float32_2d(unary, "unary")
-        num_labels, n = u.shape
-        if num_labels < 1 or n < 1:
-            raise ValueError(f"unary: expected shape (L, N) with L, N >= 1, got {u.shape}")
+    def __init__(self, unary: np.ndarray | None = None, *, _neg_unary=None) -> None:
+        if _neg_unary is not None:
+            neg_unary, num_labels = _neg_unary
+        else:
+            u = as_float32_2d(unary, "unary")
+            num_labels, n = u.shape
+            if num_labels < 1 or n < 1:
+                raise ValueError(f"unary: expected shape (L, N) with L, N >= 1, got {u.shape}")
+            # Point-major inside: every kernel loop runs over a contiguous row of labels.
+            neg_unary = np.empty((n, padded_width(num_labels)), np.float32)
+            kernels.pad_transpose(u, np.float32(-1.0), neg_unary)
         self.num_labels = num_labels
-        self.num_points = n
-        # Point-major inside: every kernel loop runs over contiguous labels.
-        self._neg_unary = np.empty((n, num_labels), np.float32)
-        kernels.neg_transpose(u, self._neg_unary)
+        self.num_points = neg_unary.shape[0]
+        self._neg_unary = neg_unary
         self.terms: list[PairwiseTerm] = []
         self._plan: _Plan | None = None
+
+    @classmethod
+    def from_probabilities(cls, probs: np.ndarray, floor: float = 1e-8) -> DenseCRF:
+        """A CRF with unary ``-log(max(P, floor))`` for probabilities (L, N)."""
+        p = as_float32_2d(probs, "probs", finite=False)
+        num_labels, n = p.shape
+        if num_labels < 1 or n < 1:
+            raise ValueError(f"probs: expected shape (L, N) with L, N >= 1, got {p.shape}")
+        check_finite(p, "probs")
+        if p.min() < 0:
+            raise ValueError(f"probs: contains {int((p < 0).sum())} negative values")
+        # NumPy's log is vectorised; the compiled transpose then pads and interleaves.
+        log_p = np.log(np.maximum(p, np.float32(floor)))
+        neg_unary = np.empty((n, padded_width(num_labels)), np.float32)
+        kernels.pad_transpose(log_p, np.float32(1.0), neg_unary)
+        return cls(_neg_unary=(neg_unary, num_labels))
+
+    @property
+    def width(self) -> int:
+        return self._neg_unary.shape[1]
 
     def add_kernel(
         self,
@@ -143,6 +190,9 @@ class DenseCRF:
             c = float(compat)
             if not np.isfinite(c):
                 raise ValueError(f"compat: must be finite, got {compat!r}")
+        if np.abs(c).max() > MAX_COMPAT:
+            # Messages scale with the weight; past this they overflow float32 energies.
+            raise ValueError(f"compat: weights must be within +-{MAX_COMPAT:g}")
         in_scale, out_scale = _normalisation_scales(lattice, normalization)
         term = PairwiseTerm(lattice, c, normalization, in_scale, out_scale)
         self.terms.append(term)
@@ -152,117 +202,181 @@ class DenseCRF:
     def _build_plan(self) -> _Plan:
         # Potts terms of weight 0 contribute nothing: skip their filtering altogether.
         terms = [t for t in self.terms if not (t.is_potts and float(t.compat) == 0.0)]
-        rows = [t.lattice.num_vertices + 1 for t in terms]
-        row_base = [int(b) for b in np.cumsum([0, *rows])[:-1]]
-        width = self.num_labels
-        buf = np.empty((sum(rows), width), np.float32)
-        tmp = np.empty((max(rows, default=0), width), np.float32)
-        potts_off, potts_w, matrix_slices = [], [], []
-        for term, base in zip(terms, row_base, strict=True):
-            off = term.lattice.offsets + np.int32(base)
-            w = term.slice_weights()
-            if term.is_potts:
-                potts_off.append(off)
-                potts_w.append(w)
-            else:
-                matrix_slices.append((off, w, term.compat))
         n = self.num_points
-        return _Plan(
-            terms=terms,
-            splat_weights=[t.splat_weights() for t in terms],
-            row_base=row_base,
-            buf=buf,
-            tmp=tmp,
-            potts_offsets=np.ascontiguousarray(
-                np.concatenate(potts_off, 1) if potts_off else np.empty((n, 0), np.int32)
-            ),
-            potts_weights=np.ascontiguousarray(
-                np.concatenate(potts_w, 1) if potts_w else np.empty((n, 0), np.float32)
-            ),
-            matrix_slices=matrix_slices,
-        )
+        cols = sum(t.lattice.dim + 1 for t in terms)
+        offsets = np.empty((n, cols), np.int32)
+        splat_w = np.empty((n, cols), np.float32)
+        slice_w = np.empty((n, cols), np.float32)
+        empty = np.empty(0, np.float32)
+        row_base: list[int] = []
+        matrix_terms = []
+        base = col = 0
+        for term in terms:
+            row_base.append(base)
+            lat = term.lattice
+            # Matrix terms are sliced separately; their columns add nothing to the fused slice.
+            coef = lat.alpha * float(term.compat) if term.is_potts else 0.0
+            kernels.fill_term_columns(
+                lat.offsets,
+                lat.weights,
+                np.int32(base),
+                empty if term.in_scale is None else term.in_scale,
+                empty if term.out_scale is None else term.out_scale,
+                np.float32(coef),
+                col,
+                offsets,
+                splat_w,
+                slice_w,
+            )
+            if not term.is_potts:
+                mu = np.zeros((self.width, self.width), np.float32)
+                mu[: self.num_labels, : self.num_labels] = term.compat
+                matrix_terms.append((col, term, mu))
+            base += lat.num_vertices + 1
+            col += lat.dim + 1
+        return _Plan(terms, row_base, max(base, 1), offsets, splat_w, slice_w, matrix_terms)
 
     def _plan_or_build(self) -> _Plan:
         if self._plan is None:
             self._plan = self._build_plan()
         return self._plan
 
-    def _update(self, q: np.ndarray, q_out: np.ndarray) -> None:
-        """q_out (N, L) = one mean-field update of q (N, L)."""
-        plan = self._plan_or_build()
-        for term, wts, base in zip(plan.terms, plan.splat_weights, plan.row_base, strict=True):
-            rows = term.lattice.num_vertices + 1
-            term.lattice.splat_blur(
-                q, plan.buf[base : base + rows], plan.tmp[:rows], splat_weights=wts
+    def _lattice_buffers(self, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stacked lattice values (R, W), blur scratch and thread-private scatter buffers."""
+        values = np.zeros((plan.rows, self.width), np.float32)
+        most = max((t.lattice.num_vertices + 1 for t in plan.terms), default=1)
+        tmp = np.empty((most, self.width), np.float32)
+        private = np.empty((thread_shares(), plan.rows, self.width), np.float32)
+        return values, tmp, private
+
+    def _pad(self, q: np.ndarray) -> np.ndarray:
+        q = as_float32_2d(q, "q")
+        if q.shape != (self.num_points, self.num_labels):
+            raise ValueError(
+                f"q: expected shape ({self.num_points}, {self.num_labels}), got {q.shape}"
             )
+        out = np.zeros((self.num_points, self.width), np.float32)
+        out[:, : self.num_labels] = q
+        return out
+
+    def _update(self, q: np.ndarray, q_out: np.ndarray) -> None:
+        """q_out (N, W) = one mean-field update of padded q (N, W), any compatibility."""
+        plan = self._plan_or_build()
+        values, tmp, private = self._lattice_buffers(plan)
+        kernels.splat(q, plan.offsets, plan.splat_w, private)
+        kernels.reduce_private(private, values)
+        plan.blur(values, tmp)
         energy = self._neg_unary
-        if plan.matrix_slices:
+        if plan.matrix_terms:
             energy = self._neg_unary.copy()
             filtered = np.empty_like(energy)
-            for off, w, mat in plan.matrix_slices:
-                kernels.slice_into(plan.buf, off, w, filtered, False)
-                kernels.add_compat_message(filtered, mat, energy)
-        kernels.slice_softmax(energy, plan.buf, plan.potts_offsets, plan.potts_weights, q_out)
+            for col, term, mu in plan.matrix_terms:
+                lat = term.lattice
+                k = lat.dim + 1
+                kernels.slice_into(
+                    values,
+                    np.ascontiguousarray(plan.offsets[:, col : col + k]),
+                    term.slice_weights(),
+                    filtered,
+                    False,
+                )
+                kernels.add_compat_message(filtered, mu, energy)
+        kernels.slice_softmax(energy, values, plan.offsets, plan.slice_w, q_out)
 
     # -- inference -----------------------------------------------------------------------
     def initial_marginals(self) -> np.ndarray:
         """softmax(-U) as (N, L) float32."""
         q = np.empty_like(self._neg_unary)
         kernels.softmax_rows(self._neg_unary, q)
-        return q
+        return np.ascontiguousarray(q[:, : self.num_labels])
 
     def step(self, q: np.ndarray) -> np.ndarray:
         """One mean-field update of point-major marginals q (N, L); returns the new q."""
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if q.shape != self._neg_unary.shape:
-            raise ValueError(f"q: expected shape {self._neg_unary.shape}, got {q.shape}")
-        out = np.empty_like(q)
-        self._update(q, out)
-        return out
+        out = np.empty((self.num_points, self.width), np.float32)
+        self._update(self._pad(q), out)
+        return np.ascontiguousarray(out[:, : self.num_labels])
 
     def inference(
         self, iterations: int, *, callback: Callable[[int, np.ndarray], None] | None = None
     ) -> np.ndarray:
         """Marginals after ``iterations`` mean-field updates, (L, N) float32.
 
-        callback(it, q) is called after every update with the (N, L) marginals (a buffer
+        callback(it, q) is called after every update with the (L, N) marginals (a buffer
         that is overwritten on the next update: copy what you keep).
         """
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-        q = self.initial_marginals()
-        q_next = np.empty_like(q)
-        for it in range(int(iterations)):
-            self._update(q, q_next)
-            q, q_next = q_next, q
-            if callback is not None:
-                callback(it, q)
-        del q_next
-        check_finite(q, "CRF marginals")
+        iterations = int(iterations)
+        plan = self._plan_or_build()
         out = np.empty((self.num_labels, self.num_points), np.float32)
-        kernels.transpose(q, out)
+        if plan.matrix_terms:
+            q = np.empty_like(self._neg_unary)
+            kernels.softmax_rows(self._neg_unary, q)
+            q_next = np.empty_like(q)
+            for it in range(iterations):
+                self._update(q, q_next)
+                q, q_next = q_next, q
+                if callback is not None:
+                    kernels.transpose(q, out)
+                    callback(it, out)
+            kernels.transpose(q, out)
+        else:
+            self._fused_inference(plan, iterations, out, callback)
+        check_finite(out, "CRF marginals")
         return out
+
+    def _fused_inference(
+        self,
+        plan: _Plan,
+        iterations: int,
+        out: np.ndarray,
+        callback: Callable[[int, np.ndarray], None] | None,
+    ) -> None:
+        # Pass p computes Q_p from the blurred splat of Q_{p-1} (nothing for p = 0, which
+        # gives softmax(-U)) and splats Q_p for the next pass: Q never has to be stored
+        # between updates unless the caller wants to see it.
+        values, tmp, private = self._lattice_buffers(plan)
+        for p in range(iterations + 1):
+            last = p == iterations
+            show = last or (callback is not None and p > 0)
+            kernels.meanfield_pass(
+                self._neg_unary,
+                values,
+                plan.offsets,
+                plan.slice_w,
+                plan.splat_w,
+                private,
+                out,
+                show,
+                not last,
+            )
+            if p > 0 and callback is not None:
+                callback(p - 1, out)
+            if not last:
+                kernels.reduce_private(private, values)
+                plan.blur(values, tmp)
 
     def pairwise_message(self, term: PairwiseTerm, q: np.ndarray) -> np.ndarray:
         """Minus the pairwise cost of one kernel under (N, L) marginals q, (N, L)."""
+        qp = self._pad(q)
         lat = term.lattice
-        rows = lat.num_vertices + 1
-        buf = np.empty((rows, self.num_labels), np.float32)
-        tmp = np.empty_like(buf)
-        lat.splat_blur(q, buf, tmp, splat_weights=term.splat_weights())
-        out = np.empty_like(q)
-        kernels.slice_into(buf, lat.offsets, term.slice_weights(), out, False)
+        values = np.empty((lat.num_vertices + 1, self.width), np.float32)
+        lat.splat_blur(qp, values, weights=term.splat_weights())
+        filtered = np.empty_like(qp)
+        kernels.slice_into(values, lat.offsets, term.slice_weights(), filtered, False)
         if term.is_potts:
-            return out
-        msg = np.zeros_like(q)
-        kernels.add_compat_message(out, term.compat, msg)
-        return msg
+            return np.ascontiguousarray(filtered[:, : self.num_labels])
+        msg = np.zeros_like(qp)
+        mu = np.zeros((self.width, self.width), np.float32)
+        mu[: self.num_labels, : self.num_labels] = term.compat
+        kernels.add_compat_message(filtered, mu, msg)
+        return np.ascontiguousarray(msg[:, : self.num_labels])
 
     def kl_divergence(self, q_point_major: np.ndarray) -> float:
         """The reference code's KL(Q || P) up to a constant, for (N, L) marginals."""
-        q = np.ascontiguousarray(q_point_major, dtype=np.float32)
+        q = as_float32_2d(q_point_major, "q")
         kl = float(np.sum(q * np.log(np.maximum(q, 1e-20)), dtype=np.float64))
-        kl -= float(np.sum(self._neg_unary * q, dtype=np.float64))
+        kl -= float(np.sum(self._neg_unary[:, : self.num_labels] * q, dtype=np.float64))
         for term in self.terms:
             # The message is minus the cost; the reference sums Q * cost.
             kl -= float(np.sum(q * self.pairwise_message(term, q), dtype=np.float64))

@@ -18,23 +18,26 @@ def _real_float_array(x: object, name: str) -> np.ndarray:
     return arr
 
 
-def as_float32_2d(x: object, name: str) -> np.ndarray:
-    """A C-contiguous float32 copy or view of a 2-D real array with finite values."""
+def as_float32_2d(x: object, name: str, *, finite: bool = True) -> np.ndarray:
+    """A C-contiguous float32 copy or view of a 2-D real array (checked finite unless
+    ``finite=False``, for callers whose kernels check as they go)."""
     arr = _real_float_array(x, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    check_finite(out, name)
+    if finite:
+        check_finite(out, name)
     return out
 
 
-def as_float32(x: object, name: str, ndim: int) -> np.ndarray:
-    """A C-contiguous float32 array of the given rank with finite values."""
+def as_float32(x: object, name: str, ndim: int, *, finite: bool = True) -> np.ndarray:
+    """A C-contiguous float32 array of the given rank (checked finite unless told not)."""
     arr = _real_float_array(x, name)
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    check_finite(out, name)
+    if finite:
+        check_finite(out, name)
     return out
 
 
@@ -72,9 +75,11 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def check_label_maps(x: object, name: str, image_hw: tuple[int, int]) -> np.ndarray:
+def check_label_maps(
+    x: object, name: str, image_hw: tuple[int, int], *, finite: bool = True
+) -> np.ndarray:
     """(L, H, W) float32 per-label maps matching the image size, at least 2 labels."""
-    arr = as_float32(x, name, 3)
+    arr = as_float32(x, name, 3, finite=finite)
     if arr.shape[1:] != tuple(image_hw):
         raise ValueError(
             f"{name}: shape {arr.shape} does not match the image: expected (L, {image_hw[0]}, "
