@@ -39,7 +39,9 @@ def test_entry_points_agree(image: np.ndarray, probs: np.ndarray) -> None:
     assert q.shape == (L, H, W) and q.dtype == np.float32
     np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-5)
     np.testing.assert_allclose(dense_crf_from_unary(image, -np.log(probs), FAST), q, atol=1e-6)
-    np.testing.assert_allclose(dense_crf_from_logits(image, np.log(probs) + 5.0, FAST), q, atol=1e-5)
+    np.testing.assert_allclose(
+        dense_crf_from_logits(image, np.log(probs) + 5.0, FAST), q, atol=1e-5
+    )
 
 
 def test_zero_pairwise_weights_give_exactly_the_input(image: np.ndarray, probs: np.ndarray) -> None:
@@ -118,7 +120,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "make", "exc", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("name", "make", "exc", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_input_raises_clear_errors(image, probs, name, make, exc, message) -> None:
     img, p = make(image, probs)
     with pytest.raises(exc, match=message):
