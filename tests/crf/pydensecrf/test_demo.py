@@ -67,8 +67,20 @@ def classic_demo(
     }
 
 
-@pytest.mark.parametrize("use_2d", [True, False], ids=["DenseCRF2D", "DenseCRF+utils"])
-@pytest.mark.parametrize("photo", [1, 2, 3])
+# The DenseCRF2D flow on every photo; the generic DenseCRF + utils flow on one by default.
+DEMO_CASES = [
+    pytest.param(
+        photo,
+        use_2d,
+        id=f"im{photo}-{'DenseCRF2D' if use_2d else 'DenseCRF+utils'}",
+        marks=[] if use_2d or photo == 1 else [pytest.mark.slow],
+    )
+    for photo in (1, 2, 3)
+    for use_2d in (True, False)
+]
+
+
+@pytest.mark.parametrize(("photo", "use_2d"), DEMO_CASES)
 def test_classic_demo_matches_pydensecrf(shared_data, photo: int, use_2d: bool) -> None:
     folder = shared_data / "crf_examples"
     img = load_rgb(folder / f"im{photo}.png")

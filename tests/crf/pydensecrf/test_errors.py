@@ -76,6 +76,8 @@ def test_bad_logistic_unary() -> None:
         d.setUnaryEnergy(np.zeros((2, 4)), np.zeros((4, 9)))
     with pytest.raises(TypeError, match="ConstUnary"):
         d.setUnary(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=r"Bad shape for ConstUnary energy.*\(2, 10\)"):
+        d.setUnary(dcrf.ConstUnary(np.zeros((3, 10))))
 
 
 @pytest.mark.parametrize("call", ["inference", "startInference", "stepInference", "klDivergence"])

@@ -220,10 +220,6 @@ class Unary:
     def __init__(self, energy: np.ndarray) -> None:
         self._energy = energy
 
-    def get(self) -> np.ndarray:
-        """The (L, N) float32 energy this unary contributes."""
-        return self._energy.copy()
-
 
 class ConstUnary(Unary):
     """pydensecrf's ``ConstUnary(u)``: fixed energies ``u`` of shape (L, N)."""
@@ -275,7 +271,10 @@ class DenseCRF:
         LogisticUnaryEnergy): ``u`` (L, K) weights and ``f`` (K, N) features; pydensecrf
         itself only accepts K = N.
         """
-        self._set_energy(_energy_matrix(u, "unary") if f is None else _logistic_energy(u, f))
+        if f is None:
+            self._set_energy(_energy_matrix(u, "unary"), "unary energy")
+        else:
+            self._set_energy(_logistic_energy(u, f), "unary energy u @ f")
 
     def setUnary(self, u: Unary) -> None:
         """pydensecrf's ``setUnary(Unary)``, for :class:`ConstUnary` or :class:`LogisticUnary`."""
@@ -283,13 +282,12 @@ class DenseCRF:
             raise TypeError(
                 f"setUnary: expected a ConstUnary or LogisticUnary, got {type(u).__name__}"
             )
-        self._set_energy(u._energy)
+        self._set_energy(u._energy, f"{type(u).__name__} energy")
 
-    def _set_energy(self, energy: np.ndarray) -> None:
+    def _set_energy(self, energy: np.ndarray, what: str) -> None:
         if energy.shape != (self._nlabel, self._nvar):
             raise ValueError(
-                f"Bad shape for unary energy (need {(self._nlabel, self._nvar)}, "
-                f"got {energy.shape})"
+                f"Bad shape for {what} (need {(self._nlabel, self._nvar)}, got {energy.shape})"
             )
         core = _CoreCRF(_finite_energy(energy))
         for k in self._kernels:
