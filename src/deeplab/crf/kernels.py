@@ -173,24 +173,51 @@ def _hash(key) -> np.uint64:
     return h ^ (h >> np.uint64(31))
 
 
+# Hash table entries pack a 31-bit fingerprint of the key's hash above the vertex index,
+# so most probes that miss are rejected without reading the key; -1 marks an empty slot.
+_IDX_MASK = np.int64(0xFFFFFFFF)
+
+
+@nb.njit(**_JIT)
+def _fingerprint(h) -> np.int64:
+    return np.int64((h >> np.uint64(33)) & np.uint64(0x7FFFFFFF))
+
+
 @nb.njit(**_JIT)
 def _lookup(table, keys, key) -> int:
     """Index of ``key`` in the open-addressing table, or -1."""
     mask = np.uint64(table.size - 1)
-    h = _hash(key) & mask
+    hv = _hash(key)
+    fp = _fingerprint(hv)
+    h = hv & mask
     d = key.size
     while True:
-        e = table[h]
-        if e < 0:
+        entry = table[h]
+        if entry < 0:
             return -1
-        same = True
-        for i in range(d):
-            if keys[e, i] != key[i]:
-                same = False
-                break
-        if same:
-            return e
+        if (entry >> np.int64(32)) == fp:
+            e = entry & _IDX_MASK
+            same = True
+            for i in range(d):
+                if keys[e, i] != key[i]:
+                    same = False
+                    break
+            if same:
+                return e
         h = (h + np.uint64(1)) & mask
+
+
+@nb.njit(**_JIT)
+def _rehash(keys, m, cap):
+    table = np.full(cap, -1, np.int64)
+    mask = np.uint64(cap - 1)
+    for e in range(m):
+        hv = _hash(keys[e])
+        h = hv & mask
+        while table[h] >= 0:
+            h = (h + np.uint64(1)) & mask
+        table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(e)
+    return table
 
 
 @nb.njit(**_PAR_EXACT)
@@ -294,8 +321,10 @@ def insert_keys(simplex_rem0, simplex_rank):
         for j in range(d1 - i, d1):
             canonical[i, j] = i - d1
     offsets = np.empty((n, d1), np.int32)
-    cap = 64
-    while cap < 2 * n:
+    # Start small and grow: lattices have far fewer vertices than points x corners, and a
+    # table that fits in cache makes every probe cheaper.
+    cap = 1024
+    while cap < n // 4:
         cap *= 2
     table = np.full(cap, -1, np.int64)
     keys = np.empty((cap // 2 + 1, d), np.int32)
@@ -323,32 +352,30 @@ def insert_keys(simplex_rem0, simplex_rank):
                 grown = np.empty((cap // 2 + 1, d), np.int32)
                 grown[:m] = keys[:m]
                 keys = grown
-                table = np.full(cap, -1, np.int64)
-                mask = np.uint64(cap - 1)
-                for e in range(m):
-                    h = _hash(keys[e]) & mask
-                    while table[h] >= 0:
-                        h = (h + np.uint64(1)) & mask
-                    table[h] = e
+                table = _rehash(keys, m, cap)
             mask = np.uint64(cap - 1)
-            h = _hash(key) & mask
+            hv = _hash(key)
+            fp = _fingerprint(hv)
+            h = hv & mask
             found = -1
             while True:
-                e = table[h]
-                if e < 0:
+                entry = table[h]
+                if entry < 0:
                     break
-                same = True
-                for i in range(d):
-                    if keys[e, i] != key[i]:
-                        same = False
+                if (entry >> np.int64(32)) == fp:
+                    e = entry & _IDX_MASK
+                    same = True
+                    for i in range(d):
+                        if keys[e, i] != key[i]:
+                            same = False
+                            break
+                    if same:
+                        found = e
                         break
-                if same:
-                    found = e
-                    break
                 h = (h + np.uint64(1)) & mask
             if found < 0:
                 keys[m, :] = key
-                table[h] = m
+                table[h] = (fp << np.int64(32)) | np.int64(m)
                 found = m
                 m += 1
             offsets[k, r] = found
