@@ -411,6 +411,39 @@ def build_neighbors(keys, table):
 # -- filtering ------------------------------------------------------------------------
 
 
+@nb.njit(**_JIT)
+def _zero(buf):
+    rows, c = buf.shape
+    for v in range(rows):
+        for j in range(c):
+            buf[v, j] = 0.0
+
+
+@nb.njit(**_JIT)
+def _scatter_row(buf, offsets, weights, k, row):
+    """buf[offsets[k, s]] += weights[k, s] * row for every corner s of point k."""
+    for r in range(offsets.shape[1]):
+        o = offsets[k, r]
+        w = weights[k, r]
+        for j in range(row.size):
+            buf[o, j] += w * row[j]
+
+
+@nb.njit(**_JIT)
+def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi):
+    """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]]."""
+    c = e.shape[1]
+    for b in range(hi - lo):
+        k = lo + b
+        for j in range(c):
+            e[b, j] = neg_unary[k, j]
+        for r in range(offsets.shape[1]):
+            o = offsets[k, r]
+            w = weights[k, r]
+            for j in range(c):
+                e[b, j] += w * lattice_values[o, j]
+
+
 @nb.njit(**_PAR)
 def splat(values, offsets, weights, private):
     """Scatter (N, C) values onto the lattice: private[t, v] = the sum, over the points of
@@ -419,21 +452,13 @@ def splat(values, offsets, weights, private):
     private: (T, R, C) float32, one buffer per share so no two threads write the same row;
     :func:`reduce_private` adds them up. Rows no point touches (the zero rows) stay zero.
     """
-    n, c = values.shape
-    s = offsets.shape[1]
+    n = values.shape[0]
     shares = private.shape[0]
-    rows = private.shape[1]
     for t in nb.prange(shares):
         buf = private[t]
-        for v in range(rows):
-            for j in range(c):
-                buf[v, j] = 0.0
+        _zero(buf)
         for k in range(t * n // shares, (t + 1) * n // shares):
-            for r in range(s):
-                o = offsets[k, r]
-                w = weights[k, r]
-                for j in range(c):
-                    buf[o, j] += w * values[k, j]
+            _scatter_row(buf, offsets, weights, k, values[k])
 
 
 @nb.njit(**_PAR)
@@ -464,43 +489,26 @@ def meanfield_pass(
     between updates: only the lattice values do.
     """
     n, c = neg_unary.shape
-    s = offsets.shape[1]
     shares = private.shape[0]
-    rows = private.shape[1]
     for t in nb.prange(shares):
         buf = private[t]
-        for v in range(rows):
-            for j in range(c):
-                buf[v, j] = 0.0
+        _zero(buf)
         e = np.empty((BLOCK, c), np.float32)
         q = np.empty((BLOCK, c), np.float32)
         row_max = np.empty(BLOCK, np.float32)
         end = (t + 1) * n // shares
         for lo in range(t * n // shares, end, BLOCK):
             hi = min(end, lo + BLOCK)
-            for b in range(hi - lo):
-                k = lo + b
-                for j in range(c):
-                    e[b, j] = neg_unary[k, j]
-                for r in range(s):
-                    o = offsets[k, r]
-                    w = slice_w[k, r]
-                    for j in range(c):
-                        e[b, j] += w * lattice_values[o, j]
+            _gather_block(e, neg_unary, lattice_values, offsets, slice_w, lo, hi)
             qb = q[: hi - lo]
             _softmax_block(e[: hi - lo], qb, row_max)
             if write_q:
                 for j in range(q_out.shape[0]):
                     for b in range(hi - lo):
                         q_out[j, lo + b] = qb[b, j]
-            for b in range(hi - lo):
-                k = lo + b
-                if scatter:
-                    for r in range(s):
-                        o = offsets[k, r]
-                        w = splat_w[k, r]
-                        for j in range(c):
-                            buf[o, j] += w * qb[b, j]
+            if scatter:
+                for b in range(hi - lo):
+                    _scatter_row(buf, offsets, splat_w, lo + b, qb[b])
 
 
 @nb.njit(**_PAR)
@@ -558,21 +566,12 @@ def slice_softmax(neg_unary, lattice_values, offsets, weights, q_out):
     kernels are sliced, summed and normalised in one pass over the points.
     """
     n, c = neg_unary.shape
-    s = offsets.shape[1]
     for ch in nb.prange((n + BLOCK - 1) // BLOCK):
         lo = ch * BLOCK
         hi = min(n, lo + BLOCK)
         e = np.empty((hi - lo, c), np.float32)
         row_max = np.empty(BLOCK, np.float32)
-        for b in range(hi - lo):
-            k = lo + b
-            for j in range(c):
-                e[b, j] = neg_unary[k, j]
-            for r in range(s):
-                o = offsets[k, r]
-                w = weights[k, r]
-                for j in range(c):
-                    e[b, j] += w * lattice_values[o, j]
+        _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi)
         _softmax_block(e, q_out[lo:hi], row_max)
 
 
