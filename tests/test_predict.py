@@ -1,0 +1,157 @@
+"""Whole-image inference (SPEC section 3): padding, Caffe's x8 interpolation, crop, CRF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deeplab.crf import CRFParams, dense_crf_from_logits
+from deeplab.models import build_model, to_model_input
+from deeplab.predict import Predictor, crf_labels, pad_input, padded_size, upsample_logits
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Fast and reproducible on a shared CPU; restored for the other test modules.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class CellStub(nn.Module):
+    """Stride-8 "network" with known output: cell (i, j) of class c is ``c * 1000 + 10 * i
+    + j`` (+ 0.001 * the input at pixel (8i, 8j), channel 0, so padding is visible).
+    Records every input it sees."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        b, _, h, w = x.shape
+        oh, ow = (h - 1) // 8 + 1, (w - 1) // 8 + 1  # cells centred on pixels 0, 8, ...
+        i = torch.arange(oh, dtype=torch.float32).view(1, 1, oh, 1)
+        j = torch.arange(ow, dtype=torch.float32).view(1, 1, 1, ow)
+        c = torch.arange(self.num_classes, dtype=torch.float32).view(1, -1, 1, 1)
+        return (c * 1000 + 10 * i + j + 0.001 * x[:, :1, ::8, ::8]).expand(b, -1, -1, -1)
+
+
+def test_padded_size_is_next_8k_plus_1_or_fixed() -> None:
+    assert padded_size(321, 321) == (321, 321)
+    assert padded_size(200, 375) == (201, 377)
+    assert padded_size(1, 9) == (1, 9)
+    assert padded_size(500, 375, pad_to=513) == (513, 513)
+    assert padded_size(10, 20, pad_to=(33, 41)) == (33, 41)
+    with pytest.raises(ValueError, match="larger than pad_to"):
+        padded_size(514, 10, pad_to=513)
+
+
+def test_upsampling_is_caffe_interp_with_zoom_8() -> None:
+    g = torch.Generator().manual_seed(0)
+    cells = torch.randn(4, 6, 5, generator=g)
+    up = upsample_logits(cells)
+    # Caffe: out = in + (in - 1)(8 - 1).
+    assert up.shape == (4, 6 + 5 * 7, 5 + 4 * 7)
+    # Pixel 8i is cell i exactly.
+    assert torch.equal(up[:, ::8, ::8], cells)
+    # In between: linear in each axis, k/8 of the way to the next cell.
+    for k in range(1, 8):
+        expect = cells[:, :-1, :] + k / 8 * (cells[:, 1:, :] - cells[:, :-1, :])
+        torch.testing.assert_close(up[:, k::8, ::8][:, : cells.shape[1] - 1], expect)
+        expect = cells[:, :, :-1] + k / 8 * (cells[:, :, 1:] - cells[:, :, :-1])
+        torch.testing.assert_close(up[:, ::8, k::8][:, :, : cells.shape[2] - 1], expect)
+    # Bilinear: the centre of four cells is their mean.
+    torch.testing.assert_close(up[:, 4, 4], cells[:, :2, :2].mean(dim=(1, 2)))
+
+
+def test_upsampling_crops_top_left_and_keeps_leading_dims() -> None:
+    cells = torch.randn(2, 3, 4, 4)
+    up = upsample_logits(cells, (20, 17))
+    assert up.shape == (2, 3, 20, 17)
+    torch.testing.assert_close(up, upsample_logits(cells)[..., :20, :17])
+    with pytest.raises(ValueError, match="smaller than the image"):
+        upsample_logits(cells, (26, 10))
+
+
+def test_pad_input_pads_bottom_right_with_zero_the_mean() -> None:
+    x = torch.randn(1, 3, 5, 7)
+    y = pad_input(x, (9, 9))
+    assert torch.equal(y[..., :5, :7], x)
+    assert torch.count_nonzero(y[..., 5:, :]) == 0 and torch.count_nonzero(y[..., :, 7:]) == 0
+    with pytest.raises(ValueError):
+        pad_input(x, (4, 9))
+
+
+@pytest.mark.parametrize("pad_to", [None, 97])
+def test_predictor_geometry_with_a_stub(pad_to: int | None) -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (43, 60, 3), dtype=np.uint8)
+    stub = CellStub()
+    predictor = Predictor(stub, pad_to=pad_to)
+    logits = predictor.logits(image)
+    assert logits.shape == (3, 43, 60) and logits.dtype == np.float32
+
+    # The network saw the Caffe-convention image, padded bottom/right with zeros (the mean).
+    seen = stub.seen[-1]
+    expect_hw = (97, 97) if pad_to else (49, 65)
+    assert tuple(seen.shape[-2:]) == expect_hw
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
+    torch.testing.assert_close(seen[..., :43, :60], to_model_input(rgb))
+    assert torch.count_nonzero(seen[..., 43:, :]) == 0
+    assert torch.count_nonzero(seen[..., :, 60:]) == 0
+
+    # Pixel (8i, 8j) of the full-resolution scores is cell (i, j).
+    cells = predictor.stride8_logits(image)
+    np.testing.assert_array_equal(logits[:, ::8, ::8], cells[:, :6, :8])
+    assert logits[2, 16, 24] == pytest.approx(2000 + 20 + 3 + 0.001 * seen[0, 0, 16, 24].item())
+    # Half-way between cells (4, 4) px: the mean of the four cells.
+    assert logits[1, 4, 4] == pytest.approx(cells[1, :2, :2].mean(), abs=1e-3)
+    # The label is the argmax: class 2 everywhere for this stub.
+    labels = predictor.predict(image)
+    assert labels.shape == (43, 60) and labels.dtype == np.uint8 and (labels == 2).all()
+
+
+def test_padding_changes_nothing_in_the_interior_of_a_trained_network() -> None:
+    # With non-zero biases the padded border carries features, but only pixels within the
+    # receptive field (435 px for the LargeFOV topology, half-width 217) of it can notice.
+    torch.manual_seed(0)
+    model = build_model("deeplab-largefov-tiny", num_classes=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    image = np.random.default_rng(3).integers(0, 256, (329, 329, 3), dtype=np.uint8)
+    plain = Predictor(model).logits(image)
+    padded = Predictor(model, pad_to=(553, 553)).logits(image)
+    interior = (slice(None), slice(0, 329 - 230), slice(0, 329 - 230))
+    scale = np.abs(plain).max()
+    np.testing.assert_allclose(padded[interior], plain[interior], rtol=1e-4, atol=1e-5 * scale)
+    # Near the padded border they do differ: the test can see a difference.
+    assert np.abs(padded[:, -8:, -8:] - plain[:, -8:, -8:]).max() > 1e-3 * scale
+
+
+def test_predict_with_the_crf_is_the_argmax_of_its_marginals() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (33, 41, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = build_model("deeplab-largefov-tiny", num_classes=3)
+    params = CRFParams(w1=4, theta_alpha=10, theta_beta=5, iterations=3)
+    predictor = Predictor(model, crf=params)
+    logits = predictor.logits(image)
+    expect = dense_crf_from_logits(image, logits, params).argmax(0)
+    np.testing.assert_array_equal(predictor.predict(image), expect)
+    np.testing.assert_array_equal(predictor.predict(image, use_crf=False), logits.argmax(0))
+    np.testing.assert_array_equal(crf_labels(image, logits, None), logits.argmax(0))
+
+
+def test_predictor_rejects_bad_images() -> None:
+    predictor = Predictor(CellStub())
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.logits(np.zeros((9, 9, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        predictor.logits(np.zeros((9, 9), dtype=np.uint8))
