@@ -1,0 +1,59 @@
+"""Training as in the paper (section 5, SPEC section 2), on one process or many.
+
+::
+
+    from deeplab.train import DataSpec, resolve_recipe, train
+
+    recipe = resolve_recipe("deeplab-largefov-tiny", overrides={"iterations": 500, "lr": 0.05})
+    result = train(recipe, DataSpec(kind="synthetic"), "runs/tiny")
+    result.model_path            # runs/tiny/model.safetensors
+
+Modules: :mod:`~deeplab.train.recipe` (the recipe, parameter groups, LR schedule),
+:mod:`~deeplab.train.data` (data sources, the seeded stream, micro-batches),
+:mod:`~deeplab.train.loop` (the loop), :mod:`~deeplab.train.checkpoint` (verified
+safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve).
+"""
+
+from deeplab.train.checkpoint import (
+    CorruptCheckpointError,
+    TrainState,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    save_checkpoint,
+)
+from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
+from deeplab.train.logs import plot_training_curve, read_log
+from deeplab.train.loop import TrainResult, initial_model, train
+from deeplab.train.recipe import (
+    Recipe,
+    load_config_file,
+    lr_at,
+    param_groups,
+    recipe_for,
+    resolve_recipe,
+)
+
+__all__ = [
+    "CorruptCheckpointError",
+    "DataSpec",
+    "MicroBatchSampler",
+    "Recipe",
+    "TrainResult",
+    "TrainState",
+    "TrainStream",
+    "build_dataset",
+    "initial_model",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_config_file",
+    "load_latest",
+    "lr_at",
+    "param_groups",
+    "plot_training_curve",
+    "read_log",
+    "recipe_for",
+    "resolve_recipe",
+    "save_checkpoint",
+    "train",
+]
