@@ -1,0 +1,466 @@
+"""Evaluation over a split (SPEC section 5), with and without the CRF in one pass.
+
+For each image the network's stride-8 scores (:class:`deeplab.predict.Predictor`) are
+upsampled x8 and cropped; the argmax scores the plain network, the dense CRF on the same
+scores scores "-CRF". One confusion matrix per method is accumulated over the whole split
+(label 255 ignored): mean IoU, per-class IoU as in the paper's Table 3, pixel accuracy.
+Optionally the boundary trimap of paper Fig. 5 is accumulated too.
+
+The CRF runs in worker processes (``workers``; each pins numba and torch to one thread, so
+N workers use N cores) while the main process runs the network. The stride-8 scores can be
+saved per image (``save_logits``: ``<name>.npz`` holding ``logits`` (L, h, w) float16,
+``size`` (H, W) and ``padded`` (H', W')), after which :func:`evaluate_saved` re-scores
+any CRF parameters without the network: what CRF tuning needs.
+
+Under ``torchrun`` each process scores every ``world_size``-th image and the confusion
+matrices are summed over processes (``all_reduce``); rank 0 holds the totals.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deeplab.crf import CRFParams
+from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
+from deeplab.data.image_io import write_bytes, write_text
+from deeplab.distributed import DistContext, shard
+from deeplab.metrics import DEFAULT_WIDTHS, ConfusionMatrix, TrimapEvaluator, markdown_table
+from deeplab.predict import Predictor, crf_labels, padded_size, upsample_logits
+
+__all__ = [
+    "EvalResult",
+    "SavedLogits",
+    "evaluate",
+    "evaluate_saved",
+    "iter_saved_logits",
+    "load_saved_logits",
+    "save_logits",
+    "score_image",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of images finished so far (on this process)."""
+
+LOGITS_META = "meta.json"
+
+
+# --------------------------------------------------------------------------- saved scores
+
+
+@dataclass(frozen=True)
+class SavedLogits:
+    """One image's saved network output.
+
+    Attributes:
+        name: the sample's name.
+        logits: (L, h, w) float32 stride-8 scores of the padded image.
+        size: (H, W) of the image; ``upsample_logits(logits, size)`` gives its scores.
+        padded: (H', W') the network saw.
+    """
+
+    name: str
+    logits: np.ndarray
+    size: tuple[int, int]
+    padded: tuple[int, int]
+
+
+def save_logits(
+    folder: str | os.PathLike[str],
+    name: str,
+    logits: np.ndarray,
+    size: tuple[int, int],
+    padded: tuple[int, int],
+    dtype: str = "float16",
+) -> Path:
+    """Write ``<folder>/<name>.npz`` (compressed; atomic). float16 keeps ~3 significant
+    digits, far below what moves an argmax or the CRF in practice; pass "float32" for
+    bit-exact re-scoring."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"logits dtype must be float16 or float32, got {dtype!r}")
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise ValueError(f"sample name {name!r} cannot be a file name")
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        logits=np.asarray(logits).astype(dtype),
+        size=np.asarray(size, dtype=np.int64),
+        padded=np.asarray(padded, dtype=np.int64),
+    )
+    path = Path(folder) / f"{name}.npz"
+    write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_saved_logits(path: str | os.PathLike[str]) -> SavedLogits:
+    """Read one file written by :func:`save_logits` (no pickle)."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            logits = np.asarray(data["logits"], dtype=np.float32)
+            size = tuple(int(v) for v in data["size"])
+            padded = tuple(int(v) for v in data["padded"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{p}: not a saved-logits file ({exc})") from None
+    if logits.ndim != 3 or len(size) != 2 or len(padded) != 2:
+        raise ValueError(f"{p}: logits {logits.shape}, size {size}: expected (L, h, w), (H, W)")
+    return SavedLogits(p.stem, logits, (size[0], size[1]), (padded[0], padded[1]))
+
+
+def iter_saved_logits(
+    folder: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> Iterator[SavedLogits]:
+    """The saved scores in ``folder``: those of ``names`` in that order (a missing one is
+    FileNotFoundError), or all ``*.npz`` sorted by name."""
+    base = Path(folder)
+    if not base.is_dir():
+        raise FileNotFoundError(f"saved-logits folder not found: {base}")
+    if names is None:
+        paths: Iterable[Path] = sorted(base.glob("*.npz"))
+    else:
+        paths = (base / f"{n}.npz" for n in names)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved logits for {path.stem!r}: {path} is missing")
+        yield load_saved_logits(path)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_image(
+    image: np.ndarray,
+    label: np.ndarray,
+    logits: np.ndarray,
+    num_classes: int,
+    crf: CRFParams | None = None,
+    trimap_widths: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Confusion counts of one image from its stride-8 scores (L, h, w).
+
+    Returns ``plain`` (K, K) and, as asked, ``crf`` (K, K), ``trimap_plain`` and
+    ``trimap_crf`` (len(widths), K, K): int64 counts, rows = ground truth.
+    """
+    h, w = label.shape
+    scores = upsample_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), (h, w))
+    full = scores.numpy()
+    preds = {"plain": crf_labels(image, full, None)}
+    if crf is not None:
+        preds["crf"] = crf_labels(image, full, crf)
+    out: dict[str, np.ndarray] = {}
+    for key, pred in preds.items():
+        out[key] = ConfusionMatrix(num_classes).update(pred, label).matrix
+        if trimap_widths is not None:
+            tri = TrimapEvaluator(num_classes, trimap_widths).update(pred, label)
+            out[f"trimap_{key}"] = tri.matrices
+    return out
+
+
+def _init_worker() -> None:
+    # One thread each: N workers then use N cores without oversubscribing them.
+    import numba
+
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)
+
+
+def _score_task(task: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    image, label, logits, num_classes, crf_dict, widths = task
+    crf = CRFParams.from_dict(crf_dict) if crf_dict is not None else None
+    return score_image(image, label, logits, num_classes, crf, widths)
+
+
+class _Scorer:
+    """Scores images in this process (``workers=0``) or a spawn pool, keeping at most
+    ``2 * workers`` images in flight so memory stays bounded."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = None
+        if workers > 0:
+            # spawn, not fork: the parent's torch/numba thread pools do not survive a fork.
+            self.pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker)
+        self.pending: deque[Any] = deque()
+
+    def submit(self, task: tuple[Any, ...]) -> Iterator[dict[str, np.ndarray]]:
+        """Queue one image; yields the results that are ready (in submission order)."""
+        if self.pool is None:
+            yield _score_task(task)
+            return
+        self.pending.append(self.pool.apply_async(_score_task, (task,)))
+        while len(self.pending) >= 2 * self.workers or (self.pending and self.pending[0].ready()):
+            yield self.pending.popleft().get()
+
+    def drain(self) -> Iterator[dict[str, np.ndarray]]:
+        while self.pending:
+            yield self.pending.popleft().get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class EvalResult:
+    """Accumulated scores of one evaluation (totals over processes on rank 0)."""
+
+    class_names: tuple[str, ...]
+    plain: ConfusionMatrix
+    crf: ConfusionMatrix | None
+    crf_params: CRFParams | None
+    trimap_plain: TrimapEvaluator | None
+    trimap_crf: TrimapEvaluator | None
+    num_images: int
+    seconds: float
+
+    @property
+    def mean_iou(self) -> float:
+        return self.plain.mean_iou()
+
+    @property
+    def mean_iou_crf(self) -> float | None:
+        return None if self.crf is None else self.crf.mean_iou()
+
+    def to_dict(self, **info: Any) -> dict[str, Any]:
+        """JSON-able results; ``info`` (model, weights, data, ...) is included as given."""
+        out: dict[str, Any] = {
+            **info,
+            "num_images": self.num_images,
+            "seconds": self.seconds,
+            "crf_params": None if self.crf_params is None else self.crf_params.to_dict(),
+            "without_crf": self.plain.results(),
+            "with_crf": None if self.crf is None else self.crf.results(),
+        }
+        if self.trimap_plain is not None:
+            out["trimap"] = {"without_crf": self.trimap_plain.results()}
+            if self.trimap_crf is not None:
+                out["trimap"]["with_crf"] = self.trimap_crf.results()
+        return out
+
+    def markdown(self, method: str = "DeepLab") -> str:
+        """Paper Table 3 layout: per-class IoU (%) and the mean, one row per method."""
+        names = VOC_SHORT_NAMES if self.class_names == VOC_CLASSES else self.class_names
+        rows: dict[str, ConfusionMatrix] = {method: self.plain}
+        if self.crf is not None:
+            rows[f"{method}-CRF"] = self.crf
+        lines = [
+            f"Mean IoU over {self.num_images} images: {100 * self.plain.mean_iou():.2f}% "
+            f"without the CRF"
+            + ("" if self.crf is None else f", {100 * self.crf.mean_iou():.2f}% with it")
+            + f"; pixel accuracy {100 * self.plain.pixel_accuracy():.2f}%"
+            + ("" if self.crf is None else f" / {100 * self.crf.pixel_accuracy():.2f}%")
+            + ".",
+            "",
+            markdown_table(rows, names),
+        ]
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | os.PathLike[str], method: str = "DeepLab",
+              **info: Any) -> dict[str, Path]:  # fmt: skip
+        """results.json, results.md, confusion[_crf].png and, with trimaps, trimap.png."""
+        from deeplab.metrics.plots import plot_confusion_matrix, plot_trimap_curves
+
+        out = Path(out_dir)
+        paths = {"json": out / "results.json", "markdown": out / "results.md"}
+        write_text(paths["json"], json.dumps(self.to_dict(**info), indent=2) + "\n")
+        write_text(paths["markdown"], self.markdown(method))
+        paths["confusion"] = plot_confusion_matrix(
+            self.plain, out / "confusion.png", title=f"{method}: mIoU {100 * self.mean_iou:.1f}%"
+        )
+        if self.crf is not None:
+            paths["confusion_crf"] = plot_confusion_matrix(
+                self.crf, out / "confusion_crf.png",
+                title=f"{method}-CRF: mIoU {100 * self.crf.mean_iou():.1f}%",
+            )  # fmt: skip
+        if self.trimap_plain is not None:
+            curves: dict[str, TrimapEvaluator] = {method: self.trimap_plain}
+            if self.trimap_crf is not None:
+                curves[f"{method}-CRF"] = self.trimap_crf
+            paths["trimap"] = plot_trimap_curves(curves, out / "trimap.png")
+        return paths
+
+
+class _Accumulator:
+    def __init__(self, class_names: Sequence[str], crf: bool, trimap: bool) -> None:
+        k = len(class_names)
+        self.class_names = tuple(class_names)
+        self.plain = ConfusionMatrix(k, self.class_names)
+        self.crf = ConfusionMatrix(k, self.class_names) if crf else None
+        self.tri_plain = TrimapEvaluator(k, DEFAULT_WIDTHS, self.class_names) if trimap else None
+        self.tri_crf = (
+            TrimapEvaluator(k, DEFAULT_WIDTHS, self.class_names) if trimap and crf else None
+        )
+        self.count = 0
+
+    def add(self, scores: dict[str, np.ndarray]) -> None:
+        self.plain.matrix += scores["plain"]
+        if self.crf is not None:
+            self.crf.matrix += scores["crf"]
+        if self.tri_plain is not None:
+            self.tri_plain.matrices += scores["trimap_plain"]
+        if self.tri_crf is not None:
+            self.tri_crf.matrices += scores["trimap_crf"]
+        self.count += 1
+
+    def reduce(self, ctx: DistContext | None) -> None:
+        """Sum every matrix over the processes (all_reduce): each then holds the totals."""
+        if ctx is None or not ctx.distributed:
+            return
+        for holder, attr in ((self.plain, "matrix"), (self.crf, "matrix"),
+                             (self.tri_plain, "matrices"), (self.tri_crf, "matrices")):  # fmt: skip
+            if holder is not None:
+                total = ctx.all_reduce_sum(torch.from_numpy(getattr(holder, attr)))
+                setattr(holder, attr, total.numpy().astype(np.int64))
+        count = ctx.all_reduce_sum(torch.tensor([self.count], dtype=torch.int64))
+        self.count = int(count.item())
+
+    def result(self, crf: CRFParams | None, seconds: float) -> EvalResult:
+        return EvalResult(self.class_names, self.plain, self.crf, crf, self.tri_plain,
+                          self.tri_crf, self.count, seconds)  # fmt: skip
+
+
+def _run(
+    dataset: SegmentationDataset,
+    logits_of: Callable[[int, Any], np.ndarray],
+    num_classes: int,
+    crf: CRFParams | None,
+    workers: int,
+    trimap: bool,
+    progress: ProgressFn | None,
+    ctx: DistContext | None,
+    limit: int | None,
+) -> EvalResult:
+    start = time.perf_counter()
+    if len(dataset.class_names) != num_classes:
+        raise ValueError(
+            f"the scores have {num_classes} classes, the dataset {len(dataset.class_names)}"
+        )
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    indices = shard(n, ctx.rank, ctx.world_size) if ctx is not None else range(n)
+    acc = _Accumulator(dataset.class_names, crf is not None, trimap)
+    widths = DEFAULT_WIDTHS if trimap else None
+    crf_dict = None if crf is None else crf.to_dict()
+    scorer = _Scorer(workers)
+    try:
+        for i in indices:
+            sample = dataset[i]
+            logits = logits_of(i, sample)
+            task = (sample.image, sample.label, logits, num_classes, crf_dict, widths)
+            for scores in scorer.submit(task):
+                acc.add(scores)
+                if progress is not None:
+                    progress(acc.count)
+        for scores in scorer.drain():
+            acc.add(scores)
+            if progress is not None:
+                progress(acc.count)
+    finally:
+        scorer.close()
+    acc.reduce(ctx)
+    return acc.result(crf, time.perf_counter() - start)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    *,
+    device: str | torch.device = "cpu",
+    crf: CRFParams | None = None,
+    workers: int = 0,
+    save_logits_dir: str | os.PathLike[str] | None = None,
+    logits_dtype: str = "float16",
+    trimap: bool = False,
+    pad_to: int | tuple[int, int] | None = None,
+    progress: ProgressFn | None = None,
+    ctx: DistContext | None = None,
+    limit: int | None = None,
+) -> EvalResult:
+    """Score ``model`` on ``dataset`` without and (``crf`` given) with the CRF.
+
+    Args:
+        model: a DeepLab network (stride-8 logits); run in eval mode, one image at a time.
+        crf: CRF parameters, or None to score the network alone.
+        workers: CRF worker processes (0: in this process).
+        save_logits_dir: also save each image's stride-8 scores there (module docstring).
+        trimap: also accumulate the trimap bands of paper Fig. 5 (widths 1..40).
+        pad_to: padded input size (513 reproduces the released test; None: next 8k + 1).
+        ctx: a :class:`deeplab.distributed.DistContext` to shard over processes.
+        limit: score only the first ``limit`` images.
+    """
+    predictor = Predictor(model, device, pad_to=pad_to)
+    num_classes = int(getattr(model, "num_classes", len(dataset.class_names)))
+    if save_logits_dir is not None:
+        folder = Path(save_logits_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        if ctx is None or ctx.is_main:
+            meta = {"class_names": list(dataset.class_names), "num_classes": num_classes,
+                    "pad_to": pad_to, "dtype": logits_dtype,
+                    "model": getattr(getattr(model, "variant", None), "name", None)}  # fmt: skip
+            write_text(folder / LOGITS_META, json.dumps(meta, indent=2) + "\n")
+
+    def logits_of(i: int, sample: Any) -> np.ndarray:
+        scores = predictor.stride8_logits(sample.image)
+        if save_logits_dir is not None:
+            padded = padded_size(*sample.size, pad_to)
+            save_logits(save_logits_dir, sample.name, scores, sample.size, padded, logits_dtype)
+        return scores
+
+    return _run(dataset, logits_of, num_classes, crf, workers, trimap, progress, ctx, limit)
+
+
+def evaluate_saved(
+    folder: str | os.PathLike[str],
+    dataset: SegmentationDataset,
+    crf_params: CRFParams | None = None,
+    workers: int = 0,
+    *,
+    trimap: bool = False,
+    progress: ProgressFn | None = None,
+    ctx: DistContext | None = None,
+    limit: int | None = None,
+) -> EvalResult:
+    """As :func:`evaluate`, from scores saved by it (``save_logits_dir``): no network.
+
+    Every image of ``dataset`` (up to ``limit``) needs its ``<name>.npz`` in ``folder``.
+    """
+    base = Path(folder)
+    if not base.is_dir():
+        raise FileNotFoundError(f"saved-logits folder not found: {base}")
+    num_classes = None
+    meta_path = base / LOGITS_META
+    if meta_path.is_file():
+        num_classes = int(json.loads(meta_path.read_text(encoding="utf-8"))["num_classes"])
+
+    def logits_of(i: int, sample: Any) -> np.ndarray:
+        saved = next(iter_saved_logits(base, [sample.name]))
+        if saved.size != sample.size:
+            raise ValueError(
+                f"{sample.name}: saved scores are for a {saved.size} image, the dataset's is "
+                f"{sample.size}"
+            )
+        return saved.logits
+
+    if num_classes is None:
+        first = next(iter_saved_logits(base, [dataset.names[0]]))
+        num_classes = first.logits.shape[0]
+    return _run(dataset, logits_of, num_classes, crf_params, workers, trimap, progress, ctx, limit)
