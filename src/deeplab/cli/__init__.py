@@ -17,6 +17,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.demo_cmd",
     "deeplab.cli.crf_cmd",
     "deeplab.cli.convert_cmd",
+    "deeplab.cli.train_cmd",
+    "deeplab.cli.evaluate_cmd",
 )
 
 

@@ -1,0 +1,74 @@
+"""Command-line options naming a data source, shared by ``deeplab train`` and ``evaluate``.
+
+Not a subcommand: :func:`add_data_options` adds the options, :func:`data_spec_from_args`
+turns them into a :class:`deeplab.train.data.DataSpec`. Options left unset keep the values
+of ``base`` (a run's recorded data source on ``--resume``) or the command's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from deeplab.train.data import DATA_KINDS, DataSpec
+
+__all__ = ["add_data_options", "add_threads_option", "apply_threads", "data_spec_from_args"]
+
+# option dest -> DataSpec field
+_FIELDS = {
+    "data": "kind",
+    "voc_root": "voc_root",
+    "sbd_root": "sbd_root",
+    "split": "split",
+    "images": "images",
+    "masks": "masks",
+    "classes": "classes",
+    "synthetic_count": "synthetic_count",
+    "synthetic_size": "synthetic_size",
+    "synthetic_seed": "synthetic_seed",
+    "limit": "limit",
+}
+
+
+def add_data_options(parser: argparse.ArgumentParser, split_help: str, seed_help: str) -> None:
+    g = parser.add_argument_group("data (default: synthetic scenes)")
+    g.add_argument("--data", choices=DATA_KINDS, default=None, help="data source")
+    g.add_argument("--voc-root", help="VOC2012 folder (or VOCdevkit / the folder above)")
+    g.add_argument("--sbd-root", help="SBD benchmark_RELEASE (builds train_aug if missing)")
+    g.add_argument("--split", default=None, help=split_help)
+    g.add_argument("--images", help="folder data: images folder")
+    g.add_argument("--masks", help="folder data: label PNG folder")
+    g.add_argument("--classes", help="folder data: class-names file, one per line")
+    g.add_argument("--synthetic-count", type=int, default=None, help="number of scenes")
+    g.add_argument(
+        "--synthetic-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+        help="scene size (default 200 200)",
+    )  # fmt: skip
+    g.add_argument("--synthetic-seed", type=int, default=None, help=seed_help)
+    g.add_argument("--limit", type=int, default=None, help="use only the first N samples")
+
+
+def data_spec_from_args(
+    args: argparse.Namespace, base: DataSpec | None = None, **defaults: Any
+) -> DataSpec:
+    """Given options over ``base`` over ``defaults`` over DataSpec's own defaults."""
+    values: dict[str, Any] = {**defaults, **(base.to_dict() if base is not None else {})}
+    for dest, name in _FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            values[name] = value
+    return DataSpec.from_dict(values)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads per process (1 is much faster on a busy machine)",
+    )  # fmt: skip
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.threads))
