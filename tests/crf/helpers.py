@@ -18,6 +18,17 @@ def load_labels(path: Path) -> np.ndarray:
         return np.array(im)
 
 
+def black_index(path: Path) -> int:
+    """Palette index of black, the "unknown" colour of the classic dense-CRF annotations."""
+    with Image.open(path) as im:
+        palette = np.array(im.getpalette()).reshape(-1, 3)
+        used = np.unique(np.array(im))
+    black = [int(i) for i in used if not palette[i].any()]
+    if len(black) != 1:
+        raise ValueError(f"{path}: expected exactly one black palette entry in use")
+    return black[0]
+
+
 def smooth_logits(
     num_labels: int, height: int, width: int, seed: int = 0, scale: float = 3.0
 ) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 
 from deeplab.crf import CRFParams, dense_crf_from_unary, unary_from_labels
 
-from .helpers import load_labels, load_rgb, smooth_logits
+from .helpers import black_index, load_labels, load_rgb, smooth_logits
 
 dcrf = pytest.importorskip("pydensecrf.densecrf")
 
@@ -56,9 +56,10 @@ PARAM_CASES = [
 @pytest.mark.parametrize("photo", [1, 2, 3])
 def test_photos_with_coarse_labels(shared_data, photo: int, params: CRFParams) -> None:
     image = load_rgb(shared_data / "crf_examples" / f"im{photo}.png")
-    labels = load_labels(shared_data / "crf_examples" / f"anno{photo}.png")
-    n = int(labels.max())
-    unary = unary_from_labels(labels, n, confidence=0.7, unknown=0)
+    anno = shared_data / "crf_examples" / f"anno{photo}.png"
+    labels = load_labels(anno)
+    n = int(labels.max())  # every value but the black "unknown" one is a label
+    unary = unary_from_labels(labels, n, confidence=0.7, unknown=black_index(anno))
     q = dense_crf_from_unary(image, unary, params)
     assert q.dtype == np.float32 and q.shape == unary.shape
     assert_agree(q, reference(image, unary, params))

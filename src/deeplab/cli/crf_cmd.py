@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from deeplab.crf import CRFParams, dense_crf, dense_crf_from_labels
 from deeplab.data.classes import write_label_png
@@ -61,7 +62,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--probs", type=Path, help="(L, H, W) class probabilities, .npy")
     src.add_argument("--labels", type=Path, help="coarse label map PNG")
     p.add_argument("--confidence", type=float, default=0.7, help="trust in --labels (0..1)")
-    p.add_argument("--unknown", type=int, default=None, help="label value meaning 'unknown'")
+    p.add_argument(
+        "--unknown",
+        default=None,
+        help="label value meaning 'unknown', or 'black' for the palette entry coloured black "
+        "(the classic dense-CRF annotations)",
+    )
     p.add_argument("--out", type=Path, required=True, help="refined labels, palette PNG")
     p.add_argument("--save-probs", type=Path, help="also save the (L, H, W) marginals, .npy")
     add_param_options(p)
@@ -74,6 +80,26 @@ def load_probs(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise ValueError(f"{path}: not a plain numeric .npy array ({exc})") from None
+
+
+def resolve_unknown(spec: str | None, path: Path, labels: np.ndarray) -> int | None:
+    """--unknown as a label value: an integer, or 'black' looked up in the PNG's palette."""
+    if spec is None:
+        return None
+    if spec != "black":
+        try:
+            return int(spec)
+        except ValueError:
+            raise ValueError(f"--unknown must be an integer or 'black', got {spec!r}") from None
+    with Image.open(path) as im:
+        palette = im.getpalette()
+    if palette is None:
+        raise ValueError(f"{path}: --unknown black needs a palette PNG")
+    colours = np.array(palette).reshape(-1, 3)
+    black = [int(v) for v in np.unique(labels) if v < len(colours) and not colours[v].any()]
+    if not black:
+        raise ValueError(f"{path}: no pixel has a black palette colour")
+    return black[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{args.labels}: label map {coarse.shape} does not match image {image.shape[:2]}"
             )
+        unknown = resolve_unknown(args.unknown, args.labels, coarse)
         q, labels = dense_crf_from_labels(
-            image, coarse, params=params, confidence=args.confidence, unknown=args.unknown
+            image, coarse, params=params, confidence=args.confidence, unknown=unknown
         )
     seconds = time.perf_counter() - start
     write_label_png(args.out, labels.astype(np.uint8))
