@@ -147,3 +147,19 @@ def test_bad_label_maps(image: np.ndarray) -> None:
         dense_crf_from_labels(image, np.full((H, W), 7, np.uint8), num_labels=3)
     with pytest.raises(ValueError, match="confidence"):
         dense_crf_from_labels(image, np.ones((H, W), np.uint8), confidence=1.0)
+
+
+def test_inputs_too_large_for_memory_are_refused(monkeypatch, image, probs) -> None:
+    from deeplab.crf import dense
+
+    monkeypatch.setattr(dense, "available_memory", lambda: 1000)
+    with pytest.raises(MemoryError, match="GiB"):
+        dense_crf(image, probs, FAST)
+
+
+def test_memory_estimate_grows_linearly() -> None:
+    from deeplab.crf import estimate_memory
+
+    small, big = estimate_memory(100, 100, 21), estimate_memory(1000, 1000, 21)
+    assert 90 * small < big < 110 * small
+    assert estimate_memory(3000, 4000, 21) < 8 * 2**30

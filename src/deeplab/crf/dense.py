@@ -14,17 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from deeplab.crf.meanfield import DenseCRF
+from deeplab.crf.lattice import thread_shares
+from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
 from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
 from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
 
 log = logging.getLogger(__name__)
 
-# Bytes per pixel and label the CPU backend holds at once (unary, marginals, energy),
-# plus per pixel the two lattices; used to refuse inputs that cannot fit.
-_BYTES_PER_PIXEL_LABEL = 3 * 4
-_BYTES_PER_PIXEL = 6 * 4 * 3 + 3 * 4 * 3 + 2 * 4 * 4
+# Peak bytes of the CPU backend, fitted to measurements (4000x3000, 21 labels: 5.5 GiB):
+# per pixel and label (probabilities, their log, the output), per pixel and padded label
+# (-U), per pixel (lattice corners, folded weights, features) and per lattice row and
+# padded label (values, scratch, one private buffer per thread); lattices rarely have more
+# rows than 0.2 per pixel. The estimate errs on the high side.
+_PER_PIXEL_LABEL = 8
+_PER_PIXEL_WIDTH = 4
+_PER_PIXEL = 200
+_ROWS_PER_PIXEL = 0.2
 
 
 def spatial_features(height: int, width: int, theta: float) -> np.ndarray:
@@ -43,9 +49,36 @@ def bilateral_features(image: np.ndarray, theta_alpha: float, theta_beta: float)
 
 
 def estimate_memory(height: int, width: int, num_labels: int) -> int:
-    """Approximate peak bytes of :func:`dense_crf_from_unary` on the CPU."""
+    """Approximate peak bytes of the CPU CRF on an image of this size."""
     n = height * width
-    return n * num_labels * _BYTES_PER_PIXEL_LABEL + n * _BYTES_PER_PIXEL
+    w = padded_width(num_labels)
+    rows = _ROWS_PER_PIXEL * n * w * 4 * (2 + thread_shares())
+    return int(n * (num_labels * _PER_PIXEL_LABEL + w * _PER_PIXEL_WIDTH + _PER_PIXEL) + rows)
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give this process (Linux MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(height: int, width: int, num_labels: int) -> None:
+    """Refuse, with the figures, an input the CPU backend could not hold in memory; being
+    killed by the system half-way helps nobody."""
+    need = estimate_memory(height, width, num_labels)
+    have = available_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"the CRF on a {width}x{height} image with {num_labels} labels needs about "
+            f"{need / 2**30:.1f} GiB, only {have / 2**30:.1f} GiB is available; downscale "
+            "the image or use fewer labels"
+        )
 
 
 def add_image_kernels(
@@ -92,6 +125,7 @@ def _run(
     h, w = img.shape[:2]
     arr = check_label_maps(maps, name, (h, w), finite=False)
     num_labels = arr.shape[0]
+    check_memory(h, w, num_labels)
     if compat is not None:
         compat = as_float32_2d(compat, "compat")
         if compat.shape != (num_labels, num_labels):
