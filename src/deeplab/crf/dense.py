@@ -9,8 +9,9 @@ spatial kernel ``(x/theta_gamma, y/theta_gamma)``, exactly as pydensecrf's
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +21,14 @@ from deeplab.crf.params import CRFParams
 from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
 from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
+
+#: ``backend=`` values: "numba" is the CPU backend here, "torch" :mod:`deeplab.crf.torch_backend`
+#: (any device), "auto" picks torch when the image or the label maps are torch tensors.
+BACKENDS = ("auto", "numba", "torch")
 
 # Peak bytes of the CPU backend, fitted to measurements (4000x3000, 21 labels: 5.5 GiB):
 # per pixel and label (probabilities, their log, the output), per pixel and padded label
@@ -142,6 +150,19 @@ def _run(
     return crf.inference(params.iterations, callback=cb).reshape(num_labels, h, w)
 
 
+def _backend(backend: str, *inputs: object) -> str:
+    """The backend to run: "numba" or "torch" (see :data:`BACKENDS`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    # A tensor can only exist once torch is imported: no need to import it here.
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None and any(isinstance(x, torch_mod.Tensor) for x in inputs):
+        return "torch"
+    return "numba"
+
+
 def dense_crf_from_unary(
     image: np.ndarray,
     unary: np.ndarray,
@@ -149,13 +170,21 @@ def dense_crf_from_unary(
     *,
     compat: np.ndarray | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
-) -> np.ndarray:
+    backend: str = "auto",
+) -> np.ndarray | torch.Tensor:
     """Mean-field marginals (L, H, W) float32 from energies ``unary = -log P`` (L, H, W).
 
     image: (H, W, 3) uint8 RGB. params: :class:`CRFParams` (default ``deeplab-largefov``).
     compat: optional (L, L) label compatibility mu (default Potts, mu = [l != l']).
     callback(it, q): after each iteration, q the (L, H, W) marginals (a copy).
+    backend: see :data:`BACKENDS`; the torch backend returns a tensor on the unary's device.
     """
+    if _backend(backend, image, unary) == "torch":
+        from deeplab.crf import torch_backend
+
+        return torch_backend.dense_crf_from_unary(
+            image, unary, params, compat=compat, callback=callback
+        )
     return _run(DenseCRF, unary, "unary", image, params, compat, callback)
 
 
@@ -163,17 +192,23 @@ def dense_crf(
     image: np.ndarray,
     probs: np.ndarray,
     params: CRFParams | None = None,
+    *,
+    backend: str = "auto",
     **kwargs: Any,
-) -> np.ndarray:
+) -> np.ndarray | torch.Tensor:
     """Refine class probabilities (L, H, W) of an (H, W, 3) uint8 RGB image.
 
     Returns the CRF marginals (L, H, W) float32; the label map is ``q.argmax(0)``.
-    Unary energies are ``-log P`` (paper section 4.1).
+    Unary energies are ``-log P`` (paper section 4.1). backend: see :data:`BACKENDS`.
     """
     compat = kwargs.pop("compat", None)
     callback = kwargs.pop("callback", None)
     if kwargs:
         raise TypeError(f"dense_crf: unexpected arguments {sorted(kwargs)}")
+    if _backend(backend, image, probs) == "torch":
+        from deeplab.crf import torch_backend
+
+        return torch_backend.dense_crf(image, probs, params, compat=compat, callback=callback)
     return _run(DenseCRF.from_probabilities, probs, "probs", image, params, compat, callback)
 
 
@@ -181,9 +216,15 @@ def dense_crf_from_logits(
     image: np.ndarray,
     logits: np.ndarray,
     params: CRFParams | None = None,
+    *,
+    backend: str = "auto",
     **kwargs: Any,
-) -> np.ndarray:
+) -> np.ndarray | torch.Tensor:
     """As :func:`dense_crf` for unnormalised scores (L, H, W), e.g. a network's output."""
+    if _backend(backend, image, logits) == "torch":
+        from deeplab.crf import torch_backend
+
+        return torch_backend.dense_crf_from_logits(image, logits, params, **kwargs)
     return dense_crf_from_unary(image, unary_from_logits(logits), params, **kwargs)
 
 
