@@ -7,7 +7,10 @@ Three layers, from the top:
 - any points and features: :class:`DenseCRF` with any number of Gaussian kernels;
 - :class:`PermutohedralLattice`: fast Gaussian filtering over arbitrary features.
 
-This subpackage imports numpy and numba only; it never imports the networks.
+:mod:`deeplab.crf.torch_backend` runs the same CRF in PyTorch: batched, on any device and
+differentiable; ``backend="torch"`` (or tensor inputs) selects it in the functions above,
+and ``TorchDenseCRF`` is its ``nn.Module``. Both are loaded on first use: importing this
+subpackage imports numpy and numba only; it never imports the networks.
 """
 
 from deeplab.crf.dense import (
@@ -41,3 +44,13 @@ __all__ = [
     "unary_from_logits",
     "unary_from_probs",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The PyTorch backend's module (deeplab.crf.torch_backend.DenseCRF) imports torch, so it
+    # is loaded on first use only: importing deeplab.crf stays numpy/numba-only.
+    if name == "TorchDenseCRF":
+        from deeplab.crf.torch_backend import DenseCRF as TorchDenseCRF
+
+        return TorchDenseCRF
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
