@@ -212,7 +212,9 @@ class TorchLattice:
         # Slice: one CSR row per point, its corners' columns sorted.
         cols, order = self.offsets.sort(1)
         w = self.weights.gather(1, order)
-        slice_w = (w * torch.tensor(self.alpha, dtype=torch.float32, device=dev)).to(dtype)
+        # Scaled in the values' precision: in float64 the reverse filter is then the exact
+        # transpose (float32 rounds alpha * w as the CPU kernels do).
+        slice_w = w.to(dtype) * torch.tensor(self.alpha, dtype=dtype, device=dev)
         slice_crow = torch.arange(0, n * d1 + 1, d1, device=dev)
         # Splat: the transpose, points of a vertex in increasing order.
         flat = self.offsets.reshape(-1)
