@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = range(6)
 _MAX_VARINT_BYTES = 10
+# Caffe's own limit (blob.hpp, kMaxBlobAxes). Without one, a file of many tiny shape
+# fields builds a shape list whose product takes quadratic time to compute and print.
+_MAX_AXES = 32
 _FLOAT_TAG = (5 << 3) | FIXED32  # BlobProto.data, one unpacked float: 0x2d
 
 Buffer = bytes | bytearray | memoryview
@@ -128,34 +131,38 @@ def _packed(buf: Buffer, a: int, b: int, dtype: str) -> np.ndarray:
     return np.frombuffer(buf, dtype, count=(b - a) // item, offset=a)
 
 
-def _blob_shape(buf: Buffer, start: int, end: int) -> list[int]:
-    dims: list[int] = []
+def _blob_shape(buf: Buffer, start: int, end: int, dims: list[int]) -> None:
+    """Append the dims of the BlobShape in buf[start:end] to ``dims`` (at most 32 in all)."""
     for field, wire, a, b in _fields(buf, start, end):
         if field != 1:
             continue
         _expect(wire, (VARINT, LENGTH), "BlobShape.dim")
         if wire == VARINT:
             dims.append(_signed64(a))
-            continue
-        pos = a
-        while pos < b:
-            value, pos = _varint(buf, pos, b)
-            dims.append(_signed64(value))
-    return dims
+        else:
+            pos = a
+            while pos < b and len(dims) <= _MAX_AXES:
+                value, pos = _varint(buf, pos, b)
+                dims.append(_signed64(value))
+        if len(dims) > _MAX_AXES:
+            raise ValueError(f"blob shape has more than {_MAX_AXES} axes (Caffe's limit)")
 
 
 def _blob(buf: Buffer, start: int, end: int) -> np.ndarray:
     """Decode one BlobProto into a float32 array of its declared shape."""
     legacy: dict[int, int] = {}
     shape: list[int] | None = None
-    chunks: list[np.ndarray] = []
+    # Every data chunk's little-endian float32 bytes, in order: one growing buffer rather
+    # than an array object per chunk, whose overhead (~100 bytes) a file of many tiny
+    # chunks would multiply far beyond its own size.
+    values = bytearray()
     pos = start
     while pos < end:
         if buf[pos] == _FLOAT_TAG:
             n = _float_run(buf, pos, end)
             if n:
                 records = np.frombuffer(buf, np.uint8, count=5 * n, offset=pos)
-                chunks.append(records.reshape(n, 5)[:, 1:].copy().view("<f4").reshape(-1))
+                values += records.reshape(n, 5)[:, 1:].tobytes()
                 pos += 5 * n
                 continue
         field, wire, a, b = next(_fields(buf, pos, end))
@@ -165,15 +172,23 @@ def _blob(buf: Buffer, start: int, end: int) -> np.ndarray:
             legacy[field] = _signed32(a)
         elif field == 5:
             _expect(wire, (LENGTH, FIXED32), "BlobProto.data")
-            chunks.append(_packed(buf, a, b, "<f4"))
+            _packed(buf, a, b, "<f4")  # checks that the bytes are whole floats
+            values += memoryview(buf)[a:b]
         elif field == 8:
             _expect(wire, (LENGTH, FIXED64), "BlobProto.double_data")
-            chunks.append(_packed(buf, a, b, "<f8").astype(np.float32))
+            with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
+                values += _packed(buf, a, b, "<f8").astype("<f4").tobytes()
         elif field == 7:
             _expect(wire, (LENGTH,), "BlobProto.shape")
             # proto2 merges repeated occurrences of a message field: dims concatenate.
-            shape = (shape or []) + _blob_shape(buf, a, b)
-    data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+            shape = [] if shape is None else shape
+            _blob_shape(buf, a, b, shape)
+    # A view of the buffer on little-endian machines (no copy); a byte-swapped copy elsewhere.
+    data = (
+        np.frombuffer(values, "<f4").astype(np.float32, copy=False)
+        if values
+        else np.zeros(0, np.float32)
+    )
     if shape is None:
         # Caffe always writes all four legacy fields; treat an absent one as 1.
         shape = [legacy.get(k, 1) for k in (1, 2, 3, 4)] if legacy else [data.size]
