@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.convert_cmd",
     "deeplab.cli.train_cmd",
     "deeplab.cli.evaluate_cmd",
+    "deeplab.cli.tune_cmd",
 )
 
 
