@@ -12,12 +12,17 @@ SBD layout (the ``benchmark_RELEASE`` archive)::
 paper trains on ``train_aug`` with labels from a ``SegmentationClassAug`` folder, which
 :func:`build_segmentation_class_aug` writes.
 
-``.mat`` files are read with ``scipy.io.loadmat`` (MATLAB v5 format parsing, no pickle).
+``.mat`` files are read with ``scipy.io.loadmat`` (MATLAB v5 format parsing, no pickle),
+after :func:`check_mat_file` has walked the file's element tags: scipy's compiled reader
+indexes a 20-entry type table with the data type code of each element unchecked, so a
+damaged or crafted file crashes the process (segfault, bus error) instead of raising.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 import zlib
 from collections.abc import Iterable, Sequence
@@ -26,6 +31,8 @@ from typing import Literal
 
 import numpy as np
 import scipy.io
+from PIL import Image
+from scipy.io.matlab import MatReadError
 
 from deeplab.data import image_io
 from deeplab.data.classes import VOC_CLASSES, write_label_png
@@ -91,24 +98,192 @@ def find_sbd_root(root: str | os.PathLike[str]) -> Path:
     )
 
 
+# -- MATLAB 5 element walk ------------------------------------------------------------------
+# Data type codes scipy's reader has a dtype for: int8..uint32, single, double, int64,
+# uint64, utf8, utf16, utf32. 14 is a matrix, 15 a compressed element (top level only).
+_MAT_NUMERIC = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+# SBD nests three deep (struct -> cell -> sparse); scipy's reader recurses per level.
+_MAT_MAX_DEPTH = 16
+_MAT_MAX_DIMS = 32
+_Order = Literal["little", "big"]
+
+
+class _MatStream:
+    """Sequential reads over a byte range, or lazily over a zlib stream (so that a small
+    compressed element that inflates to gigabytes is never held in memory)."""
+
+    def __init__(self, data: bytes | memoryview, budget: list[int] | None, compressed: bool):
+        self._data = memoryview(data)
+        self._pos = 0
+        self._zlib = zlib.decompressobj() if compressed else None
+        self._out = bytearray()
+        self._budget = budget  # [bytes still allowed to inflate], shared by the file
+
+    def read(self, n: int) -> bytes:
+        if self._zlib is None:
+            if n > len(self._data) - self._pos:
+                raise ValueError("truncated element")
+            self._pos += n
+            return bytes(self._data[self._pos - n : self._pos])
+        while len(self._out) < n:
+            self._inflate(n - len(self._out))
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            step = min(n, 1 << 20)
+            self.read(step)
+            n -= step
+
+    def _inflate(self, want: int) -> None:
+        assert self._zlib is not None
+        source = self._zlib.unconsumed_tail or self._data[self._pos :]
+        self._pos = len(self._data)
+        if self._zlib.eof or not source:
+            raise ValueError("compressed element ends early")
+        try:
+            chunk = self._zlib.decompress(source, max(want, 1 << 16))
+        except zlib.error as exc:
+            raise ValueError(f"corrupt compressed element ({exc})") from None
+        if self._budget is not None:
+            self._budget[0] -= len(chunk)
+            if self._budget[0] < 0:
+                raise ValueError(
+                    "compressed elements inflate to more than 8 bytes per pixel of Pillow's "
+                    "decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS; raise the limit if "
+                    "the file is trusted"
+                )
+        self._out += chunk
+
+
+def _mat_tag(stream: _MatStream, order: _Order) -> tuple[int, int, bytes | None]:
+    """(data type, byte count, payload of a small element or None) of the next tag."""
+    tag = stream.read(8)
+    word = int.from_bytes(tag[:4], order)
+    if word >> 16:  # small data element: type and size packed in 4 bytes, data in the next 4
+        size = word >> 16
+        if size > 4:
+            raise ValueError(f"small data element of {size} bytes (at most 4)")
+        return word & 0xFFFF, size, tag[4 : 4 + size]
+    return word, int.from_bytes(tag[4:], order), None
+
+
+def _check_dims(dims: bytes, order: _Order) -> None:
+    if len(dims) > 4 * _MAT_MAX_DIMS:
+        raise ValueError(f"an array with more than {_MAT_MAX_DIMS} dimensions")
+    count = math.prod(int.from_bytes(dims[i : i + 4], order) for i in range(0, len(dims) - 3, 4))
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and count > limit:
+        raise ValueError(
+            f"an array of {count} elements is over Pillow's decompression-bomb limit "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {limit}; raise the limit if the file is trusted"
+        )
+
+
+def _walk_matrix(stream: _MatStream, size: int, order: _Order, depth: int) -> None:
+    """Check the elements of a matrix body of ``size`` bytes: known type codes only, at
+    most PIL.Image.MAX_IMAGE_PIXELS elements per array, nesting at most 16 deep."""
+    if depth > _MAT_MAX_DEPTH:
+        raise ValueError(f"arrays nested more than {_MAT_MAX_DEPTH} deep")
+    index = 0
+    while size > 0:
+        if size < 8:
+            raise ValueError("matrix ends inside an element tag")
+        mdtype, nbytes, small = _mat_tag(stream, order)
+        size -= 8
+        index += 1
+        dims = index == 2 and mdtype in (5, 6)  # int32 (uint32 in some tools) dimensions
+        if small is not None:
+            if mdtype not in _MAT_NUMERIC:
+                raise ValueError(f"unknown MATLAB data type code {mdtype} in a small element")
+            if dims:
+                _check_dims(small, order)
+            continue
+        if nbytes > size:
+            raise ValueError(f"element of {nbytes} bytes in a matrix with {size} left")
+        if mdtype == _MI_MATRIX:
+            _walk_matrix(stream, nbytes, order, depth + 1)
+        elif mdtype not in _MAT_NUMERIC:
+            raise ValueError(f"unknown MATLAB data type code {mdtype}")
+        elif dims:
+            _check_dims(stream.read(nbytes), order)
+        else:
+            stream.skip(nbytes)
+        padding = min(-nbytes % 8, size - nbytes)  # the last element may go unpadded
+        stream.skip(padding)
+        size -= nbytes + padding
+
+
+def check_mat_file(data: bytes) -> None:
+    """Raise ValueError unless ``data`` is a MATLAB 5 file whose elements scipy can read
+    safely (see the module docstring). MATLAB 7.3 files pass: scipy refuses them itself."""
+    if len(data) < 128 or 0 in data[:4]:
+        raise ValueError("not a MATLAB 5 .mat file (a MATLAB 4 file, or too short)")
+    # scipy's version test: the major version is byte 124 or 125 depending on byte order.
+    major = data[125 if data[126] == ord("I") else 124]
+    if major == 2:
+        return
+    if major != 1:
+        raise ValueError(f"unknown .mat file version {major}")
+    order: _Order = "little" if data[126:128] == b"IM" else "big"
+    limit = Image.MAX_IMAGE_PIXELS
+    budget = None if limit is None else [8 * limit + (1 << 20)]
+    stream = _MatStream(memoryview(data)[128:], budget, compressed=False)
+    remaining = len(data) - 128
+    while remaining > 0:
+        if remaining < 8:
+            raise ValueError("the file ends inside an element tag")
+        mdtype, nbytes, small = _mat_tag(stream, order)
+        remaining -= 8
+        if small is not None or nbytes > remaining:
+            raise ValueError(f"variable of {nbytes} bytes with {remaining} bytes left")
+        if mdtype == _MI_COMPRESSED:
+            inner = _MatStream(stream.read(nbytes), budget, compressed=True)
+            kind, size, small = _mat_tag(inner, order)
+            if kind != _MI_MATRIX or small is not None:
+                raise ValueError(f"compressed variable of type {kind}, expected a matrix")
+            _walk_matrix(inner, size, order, 1)
+        elif mdtype == _MI_MATRIX:
+            _walk_matrix(stream, nbytes, order, 1)
+        else:
+            raise ValueError(f"variable of MATLAB data type {mdtype}, expected a matrix")
+        remaining -= nbytes
+
+
+# Everything scipy's reader raises on a damaged file that got past check_mat_file.
+_MAT_ERRORS = (ValueError, TypeError, OSError, EOFError, zlib.error, IndexError, KeyError,
+               AttributeError, ZeroDivisionError, OverflowError, UnboundLocalError,
+               MatReadError)  # fmt: skip
+
+
 def load_sbd_label(path: str | os.PathLike[str]) -> np.ndarray:
     """Read ``GTcls.Segmentation`` from an SBD ``cls/*.mat`` file as (H, W) uint8."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"SBD label file not found: {p}")
+    data = p.read_bytes()
     try:
+        check_mat_file(data)
+        # The bytes just checked, not the file again: it could have changed meanwhile.
         contents = scipy.io.loadmat(
-            p, struct_as_record=False, squeeze_me=True, variable_names=["GTcls"]
+            io.BytesIO(data), struct_as_record=False, squeeze_me=False, variable_names=["GTcls"]
         )
     except NotImplementedError as exc:
         # scipy raises this for MATLAB v7.3 (HDF5) files, which SBD does not use.
         raise ValueError(f"SBD label file {p} is a MATLAB v7.3 file, not supported") from exc
-    except (ValueError, TypeError, OSError, EOFError, zlib.error) as exc:
+    except _MAT_ERRORS as exc:
         raise ValueError(f"SBD label file {p} is not a readable .mat file: {exc}") from exc
     gt = contents.get("GTcls")
     if gt is None:
         raise ValueError(f"SBD label file {p} has no GTcls variable")
-    seg = getattr(gt, "Segmentation", None)
+    # Unsqueezed, a struct is a (1, 1) object array: the label keeps its own shape even
+    # when it is 1 x W (squeeze_me would make that a vector, or a 1 x 1 label a scalar).
+    gt = np.asarray(gt)
+    struct = gt.item() if gt.dtype == object and gt.size == 1 else None
+    seg = getattr(struct, "Segmentation", None)
     if seg is None:
         raise ValueError(f"SBD label file {p}: GTcls has no Segmentation field")
     seg = np.asarray(seg)
