@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from deeplab.crf import CRFParams, dense_crf, dense_crf_from_labels
 from deeplab.data.classes import write_label_png
-from deeplab.data.image_io import load_image, load_label, write_bytes
+from deeplab.data.image_io import load_image, load_label, open_checked, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def resolve_unknown(spec: str | None, path: Path, labels: np.ndarray) -> int | N
             return int(spec)
         except ValueError:
             raise ValueError(f"--unknown must be an integer or 'black', got {spec!r}") from None
-    with Image.open(path) as im:
+    with open_checked(path, "label mask") as im:
         palette = im.getpalette()
     if palette is None:
         raise ValueError(f"{path}: --unknown black needs a palette PNG")

@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 # Errors Pillow raises while decoding damaged files (beyond OSError for truncation).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
+# The raster formats images and masks come in. Pillow would otherwise try every plugin it
+# has, including EPS, which it renders by running Ghostscript on the file: a file must
+# never make us run a program.
+READ_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "GIF", "WEBP")  # JPEG covers MPO
+
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _DIRECT_CONVERT_MODES = frozenset(
     {"1", "L", "P", "LA", "La", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
@@ -65,7 +70,7 @@ def open_checked(path: str | os.PathLike[str], what: str = "image") -> Iterator[
             # Pillow warns between MAX_IMAGE_PIXELS and twice that; we refuse the whole range
             # below with our own error, so its warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(p)
+            image = Image.open(p, formats=READ_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ValueError(
             f"{what} {p} is too large to decode safely ({exc}); raise "
@@ -73,7 +78,8 @@ def open_checked(path: str | os.PathLike[str], what: str = "image") -> Iterator[
         ) from exc
     except UnidentifiedImageError as exc:
         raise ValueError(
-            f"{what} {p} is not a readable image file (unknown or corrupt format)"
+            f"{what} {p} is not a readable image file (unknown or corrupt format; "
+            f"accepted: {', '.join(READ_FORMATS)})"
         ) from exc
     except _DECODE_ERRORS as exc:
         raise ValueError(f"{what} {p} could not be opened: {exc}") from exc
