@@ -21,10 +21,12 @@ multiple of about 1e-3 puts those layers on the same footing as the rest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +87,8 @@ class Recipe:
     workers: int = _f(2, "DataLoader worker processes per training process")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name))
         get_variant(self.model)
         positive = ("iterations", "batch", "accumulate", "lr_step", "crop", "checkpoint_every")
         for name in (*positive, "log_every"):
@@ -137,6 +141,32 @@ class Recipe:
         return int(per)
 
 
+def _check_type(name: str, value: Any) -> None:
+    """A field's value must have its annotated type: a config file's "mirror": "no" or
+    "lr": "0.1" must not be taken as true or compared as text; floats must be finite."""
+    hint = _field_types()[name]
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None:
+        ok = type(None) in allowed
+    elif isinstance(value, bool):
+        ok = bool in allowed
+    elif isinstance(value, int):
+        ok = int in allowed or float in allowed
+    elif isinstance(value, float):
+        ok = float in allowed and math.isfinite(value)
+    else:
+        ok = isinstance(value, str) and str in allowed
+    if not ok:
+        names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
+        finite = " (finite)" if float in allowed else ""
+        raise TypeError(f"{name} must be {names}{finite}, got {value!r}")
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Recipe)
+
+
 def _check_keys(data: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"recipe: expected a mapping, got {type(data).__name__}")
@@ -174,11 +204,17 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply") from None
     if isinstance(data, Mapping) and isinstance(data.get("recipe"), Mapping):
         data = data["recipe"]
-    data = {k: v for k, v in dict(data).items() if not k.startswith("_")}  # "_comment" keys
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{p}: expected a JSON object of recipe fields, got {type(data).__name__}")
+    data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
     try:
         return _check_keys(data)
     except ValueError as exc:
@@ -203,6 +239,8 @@ def resolve_recipe(
     name = given.get("model") or model or file_values.get("model")
     if not name:
         raise ValueError("no model given: pass --model or a config file with a 'model' field")
+    if not isinstance(name, str):
+        raise TypeError(f"model must be a variant name, got {name!r}")
     values = {**recipe_for(name).to_dict(), **file_values, **given, "model": name}
     return Recipe.from_dict(values)
 
