@@ -42,7 +42,13 @@ class CRFParams:
             object.__setattr__(self, name, check_nonnegative(getattr(self, name), name))
         for name in ("theta_alpha", "theta_beta", "theta_gamma"):
             object.__setattr__(self, name, check_positive(getattr(self, name), name))
-        if isinstance(self.iterations, bool) or int(self.iterations) != self.iterations:
+        try:
+            whole = (
+                not isinstance(self.iterations, bool) and int(self.iterations) == self.iterations
+            )
+        except (TypeError, ValueError, OverflowError):  # "10", NaN, Infinity, [10]
+            whole = False
+        if not whole:
             raise ValueError(f"iterations must be an integer, got {self.iterations!r}")
         if not 0 <= int(self.iterations) <= 1000:
             raise ValueError(f"iterations must be in 0..1000, got {self.iterations}")
@@ -94,9 +100,13 @@ class CRFParams:
     def load(cls, path: str | Path) -> CRFParams:
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
             raise ValueError(f"{p}: not valid JSON CRF parameters ({exc})") from None
+        except RecursionError:
+            raise ValueError(f"{p}: JSON nested too deeply") from None
         if isinstance(data, Mapping) and "params" in data and isinstance(data["params"], Mapping):
             data = data["params"]  # a tune-crf result file carries them under "params"
         try:

@@ -90,15 +90,25 @@ def check_label_maps(
     return arr
 
 
+def _as_float(value: object, name: str, what: str) -> float:
+    # float() of a string parses it, of 10**400 overflows: neither is a parameter value.
+    if isinstance(value, str | bytes):
+        raise ValueError(f"{name} must be {what}, got the text {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+
+
 def check_positive(value: float, name: str) -> float:
-    v = float(value)
+    v = _as_float(value, name, "a finite number > 0")
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return v
 
 
 def check_nonnegative(value: float, name: str) -> float:
-    v = float(value)
+    v = _as_float(value, name, "a finite number >= 0")
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
