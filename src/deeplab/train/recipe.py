@@ -206,7 +206,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {p}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise ValueError(f"{p}: not valid JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{p}: JSON nested too deeply") from None
