@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ def _check_type(name: str, value: Any) -> None:
     elif isinstance(value, bool):
         ok = bool in allowed
     elif isinstance(value, int):
-        ok = int in allowed or float in allowed
+        # An int in a float field must fit a float: 10**400 does not.
+        ok = int in allowed or (float in allowed and abs(value) <= sys.float_info.max)
     elif isinstance(value, float):
         ok = float in allowed and math.isfinite(value)
     else:
