@@ -161,7 +161,9 @@ class CheckpointMeta:
         if not header or header.get("format") != FORMAT or "meta" not in header:
             raise ValueError(f"{path}: not a deeplab checkpoint (no deeplab metadata)")
         if header.get("format_version") != str(FORMAT_VERSION):
-            raise ValueError(f"{path}: unsupported checkpoint version {header['format_version']}")
+            raise ValueError(
+                f"{path}: unsupported checkpoint version {header.get('format_version')!r}"
+            )
         try:
             d = json.loads(header["meta"])
             return cls(
@@ -172,8 +174,9 @@ class CheckpointMeta:
                 source=str(d.get("source", "")),
                 extra={str(k): str(v) for k, v in dict(d.get("extra", {})).items()},
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: malformed checkpoint metadata: {exc}") from None
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            # OverflowError: int(Infinity); RecursionError: metadata JSON nested too deeply.
+            raise ValueError(f"{path}: malformed checkpoint metadata: {exc!r}") from None
 
 
 def save_checkpoint(
