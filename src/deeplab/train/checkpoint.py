@@ -117,16 +117,30 @@ def load_checkpoint(meta_path: str | os.PathLike[str]) -> TrainState:
     mp = Path(meta_path)
     try:
         record = json.loads(mp.read_text(encoding="utf-8"))
-        if record.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
             raise CorruptCheckpointError(f"{mp}: not a {CHECKPOINT_FORMAT} record")
-        tensor_path = mp.parent / str(record["file"])
+        name = str(record["file"])
+        # A plain name in the record's own folder: a record must not point the loader at
+        # another file ("../x", "/dev/zero", which would be read forever).
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise CorruptCheckpointError(f"{mp}: tensor file {name!r} is not a plain file name")
+        tensor_path = mp.parent / name
         expected_size, expected_sha = int(record["size"]), str(record["sha256"])
         iteration = int(record["iteration"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        meta = record.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise CorruptCheckpointError(f"{mp}: 'meta' is not an object")
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         if isinstance(exc, CorruptCheckpointError):
             raise
-        raise CorruptCheckpointError(f"{mp}: unreadable checkpoint record ({exc})") from None
+        raise CorruptCheckpointError(f"{mp}: unreadable checkpoint record ({exc!r})") from None
     try:
+        # The size first: a damaged record must not make us read a huge file.
+        size = tensor_path.stat().st_size
+        if size != expected_size:
+            raise CorruptCheckpointError(
+                f"{tensor_path}: {size} bytes, the record says {expected_size}"
+            )
         payload = tensor_path.read_bytes()
     except OSError as exc:
         raise CorruptCheckpointError(f"{tensor_path}: cannot read ({exc})") from None
@@ -152,7 +166,7 @@ def load_checkpoint(meta_path: str | os.PathLike[str]) -> TrainState:
         model=sections["model"],
         momentum=sections["momentum"],
         rng=sections["rng"],
-        meta=dict(record.get("meta") or {}),
+        meta=dict(meta),
     )
 
 
