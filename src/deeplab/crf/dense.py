@@ -89,6 +89,14 @@ def check_memory(height: int, width: int, num_labels: int) -> None:
         )
 
 
+def _check_memory_of(maps: object) -> None:
+    """:func:`check_memory` from the shape of (L, H, W) maps alone: before any float32 or
+    contiguous copy of an input that is already too large is made."""
+    shape = np.shape(maps)
+    if len(shape) == 3 and all(isinstance(n, int | np.integer) and n > 0 for n in shape):
+        check_memory(int(shape[1]), int(shape[2]), int(shape[0]))
+
+
 def add_image_kernels(
     crf: DenseCRF,
     image: np.ndarray,
@@ -129,6 +137,7 @@ def _run(
 ) -> np.ndarray:
     """Shared body of the entry points: checks, kernels, inference; (L, H, W) out."""
     params = _check_params(params)
+    _check_memory_of(maps)
     img = check_image(image)
     h, w = img.shape[:2]
     arr = check_label_maps(maps, name, (h, w), finite=False)
@@ -225,6 +234,7 @@ def dense_crf_from_logits(
         from deeplab.crf import torch_backend
 
         return torch_backend.dense_crf_from_logits(image, logits, params, **kwargs)
+    _check_memory_of(logits)
     return dense_crf_from_unary(image, unary_from_logits(logits), params, **kwargs)
 
 
@@ -255,6 +265,9 @@ def dense_crf_from_labels(
         top = int(known.max())
         num_labels = top if unknown is not None and top > unknown else top + 1
         num_labels = max(num_labels, 2)
+    # One label value of 2**28 asks for 2**28 unary channels: refuse before allocating.
+    if isinstance(num_labels, int | np.integer):  # anything else: unary_from_labels says
+        check_memory(lab.shape[0], lab.shape[1], int(num_labels))
     u = unary_from_labels(lab, num_labels, confidence=confidence, unknown=unknown)
     q = dense_crf_from_unary(image, u, params, **kwargs)
     return q, channel_to_label(q.argmax(0), unknown).astype(np.int64)
