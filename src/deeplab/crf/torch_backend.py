@@ -279,7 +279,12 @@ def _energy_step(
     msg = None
     for term, coef in terms:
         f = term.filtered(q)
-        msg = f * coef if msg is None else torch.addcmul(msg, f, coef)
+        if msg is None:
+            # Scaling f in place would overwrite what the weight's gradient needs.
+            msg = f * coef if torch.is_grad_enabled() else f.mul_(coef)
+        else:
+            # In place: msg itself is saved by no backward function, f and coef are.
+            msg.addcmul_(f, coef)
     if msg is None:
         return neg_unary
     if compat is None:

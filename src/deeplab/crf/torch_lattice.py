@@ -85,11 +85,14 @@ def simplex_keys(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     total = v.to(torch.int64).sum(1, keepdim=True)
     diff = elevated - rem0.to(f32)
     # rank[i] counts the coordinates that beat i; ties go to the lower index, as the
-    # kernel's "di < dj" loop decides them.
-    beats = diff[:, :, None] < diff[:, None, :]  # (N, i, j): diff_i < diff_j
-    upper = torch.ones((d1, d1), dtype=torch.bool, device=dev).triu(1)
-    rank = (beats & upper).sum(2) + (~beats & upper).sum(1)
-    rank = rank + total
+    # kernel's "di < dj" loop decides them. A loop over coordinate pairs (not points) is
+    # several times faster than one broadcast (N, d+1, d+1) comparison.
+    rank = total.expand(n, d1).clone()
+    for i in range(d):
+        for j in range(i + 1, d1):
+            lower = diff[:, i] < diff[:, j]
+            rank[:, i] += lower
+            rank[:, j] += ~lower
     low = rank < 0
     high = rank > d
     rank = rank + d1 * low - d1 * high
@@ -351,7 +354,7 @@ def build_lattice(features: torch.Tensor, *, _force_rank: bool = False) -> Torch
     order = torch.argsort(first)
     new_index = torch.empty(m + 1, dtype=torch.int64, device=dev)
     new_index[order] = torch.arange(m, device=dev)
-    new_index[m] = m  # "absent" (-1 below) maps to the zero row
+    new_index[m] = m  # an absent neighbour (found = m below) is the zero row
     offsets = new_index[inverse].reshape(b * n, d1)
 
     rep = first[order]
@@ -366,6 +369,6 @@ def build_lattice(features: torch.Tensor, *, _force_rank: bool = False) -> Torch
             for i in range(d):
                 moved.append(vfields[i + 1] + (-sign * d if i == axis else sign))
             found = coder.find(moved, uniq)
-            nbrs[axis, side, :m] = new_index[found]
+            nbrs[axis, side, :m] = new_index[torch.where(found >= 0, found, m)]
     log.debug("torch lattice: %d images x %d points, d=%d, %d vertices", b, n, d, m)
     return TorchLattice(offsets, weights, nbrs, d)
