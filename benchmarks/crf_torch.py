@@ -1,0 +1,227 @@
+"""Speed and memory of the PyTorch CRF backend on batches of VOC-sized images.
+
+    python benchmarks/crf_torch.py               # CPU (torch's default threads), CUDA if present
+    python benchmarks/crf_torch.py --no-cuda     # CPU only
+    python benchmarks/crf_torch.py --train       # also forward + backward (learnable CRF)
+
+500x375 images, 21 labels, preset deeplab-largefov (10 mean-field iterations, normalise
+after), batches of 1, 4 and 16 through ``deeplab.crf.torch_backend.DenseCRF`` in inference
+mode; the numba CPU backend, one image at a time, for reference. Prints Markdown tables of
+measured figures; nothing is asserted.
+
+Memory per image: on the CPU the peak resident memory of a fresh child process during one
+batch minus its resident memory just before (Linux /proc/self/status, peak reset through
+clear_refs), divided by the batch size; on CUDA ``torch.cuda.max_memory_allocated`` during
+one batch minus the memory allocated before it, divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+VOC = ROOT.parent / "shared" / "data" / "voc_mini" / "VOC2012" / "JPEGImages"
+PHOTOS = sorted(VOC.glob("*.jpg"))
+WIDTH, HEIGHT, LABELS = 500, 375, 21
+BATCHES = (1, 4, 16)
+PRESET = "deeplab-largefov"
+
+
+def make_image(index: int) -> np.ndarray:
+    """(H, W, 3) uint8: the real VOC photos resized (mirrored for odd turns), or a
+    textured synthetic image without them."""
+    if PHOTOS:
+        with Image.open(PHOTOS[index % len(PHOTOS)]) as im:
+            img = np.array(im.convert("RGB").resize((WIDTH, HEIGHT), Image.BILINEAR))
+        return np.ascontiguousarray(img[:, ::-1]) if (index // len(PHOTOS)) % 2 else img
+    rng = np.random.default_rng(index)
+    small = rng.integers(0, 256, size=(HEIGHT // 16, WIDTH // 16, 3), dtype=np.uint8)
+    return np.array(Image.fromarray(small).resize((WIDTH, HEIGHT), Image.BILINEAR))
+
+
+def make_logits(index: int) -> np.ndarray:
+    """(L, H, W) float32 network-like scores: stride-8 noise bilinearly upsampled."""
+    rng = np.random.default_rng(100 + index)
+    coarse = rng.normal(size=(LABELS, HEIGHT // 8 + 1, WIDTH // 8 + 1)).astype(np.float32) * 3
+    return np.stack(
+        [np.array(Image.fromarray(c).resize((WIDTH, HEIGHT), Image.BILINEAR)) for c in coarse]
+    )
+
+
+def make_batch(size: int, device: str):
+    import torch
+
+    images = torch.from_numpy(np.stack([make_image(i) for i in range(size)]))
+    logits = torch.from_numpy(np.stack([make_logits(i) for i in range(size)]))
+    return images.permute(0, 3, 1, 2).contiguous().to(device), logits.to(device)
+
+
+def make_crf(device: str, learn: bool = False):
+    """Inference: fixed weights, eval mode (10 iterations). Training: learnable w1, w2 and
+    compatibility, train mode with 5 iterations."""
+    from deeplab.crf.torch_backend import DenseCRF
+
+    crf = DenseCRF(
+        PRESET, learn_weights=learn, num_labels=LABELS, learn_compat=learn, train_iterations=5
+    )
+    return crf.to(device).train(learn)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_inference(crf, images, logits) -> None:
+    import torch
+
+    with torch.no_grad():
+        crf(images, logits)
+
+
+def run_train_step(crf, images, logits) -> None:
+    logits = logits.detach().requires_grad_()
+    crf(images, logits, log=True)[:, 0].mean().backward()
+
+
+def timed(fn, device: str, repeats: int, warm_up=None) -> list[float]:
+    (warm_up or fn)()  # allocator pools, lazily loaded kernels
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+# -- memory --------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _child_cpu_memory(batch: int, train: bool) -> None:
+    crf = make_crf("cpu", learn=train)
+    images, logits = make_batch(batch, "cpu")
+    step = run_train_step if train else run_inference
+    small_img, small_log = images[:1, :, :48, :64].contiguous(), logits[:1, :, :48, :64]
+    step(crf, small_img, small_log)  # load torch's kernels before measuring
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    step(crf, images, logits)
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_mib": (peak - before) / 1024}))
+
+
+def cpu_memory_per_image(batch: int, train: bool) -> float:
+    cmd = [sys.executable, __file__, "--child", str(batch), str(int(train))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"] / batch
+
+
+def cuda_memory_per_image(fn, batch: int) -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20 / batch
+
+
+# -- reports --------------------------------------------------------------------------------
+def numba_reference(repeats: int) -> float:
+    from deeplab.crf import CRFParams, dense_crf_from_logits
+
+    image, logits = make_image(0), make_logits(0)
+    params = CRFParams.preset(PRESET)
+    return statistics.median(
+        timed(lambda: dense_crf_from_logits(image, logits, params), "cpu", repeats)
+    )
+
+
+def report(device: str, train: bool, repeats: int) -> None:
+    import torch
+
+    what = (
+        "training step (forward + backward, 5 iterations, learnable w1, w2, compat)"
+        if train
+        else "inference (no_grad, 10 iterations)"
+    )
+    threads = f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name() if device == "cuda" else threads
+    print(f"### {name}: {what}")
+    print()
+    print("| batch | ms per image | ms per batch | memory per image (MiB) |")
+    print("|---|---|---|---|")
+    crf = make_crf(device, learn=train)
+    for batch in BATCHES:
+        t, mem = measure(crf, batch, device, repeats, train)
+        print(f"| {batch} | {t * 1e3 / batch:.0f} | {t * 1e3:.0f} | {mem:.0f} |")
+    print()
+
+
+def measure(crf, batch: int, device: str, repeats: int, train: bool) -> tuple[float, float]:
+    """(median seconds per batch, MiB per image) of one batch size."""
+    step = run_train_step if train else run_inference
+    images, logits = make_batch(batch, device)
+    reps = repeats if device == "cuda" else max(1, repeats // batch)
+    warm = None
+    if device != "cuda":
+        # On the CPU one small image warms up as well as a whole batch would, in less time.
+        small = images[:1, :, :48, :64], logits[:1, :, :48, :64]
+        warm = lambda: step(crf, *small)  # noqa: E731
+    t = statistics.median(timed(lambda: step(crf, images, logits), device, reps, warm))
+    if device == "cuda":
+        mem = cuda_memory_per_image(lambda: step(crf, images, logits), batch)
+    else:
+        mem = cpu_memory_per_image(batch, train)
+    return t, mem
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=4, help="timed runs of batch 1")
+    parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even if present")
+    parser.add_argument("--train", action="store_true", help="also time forward + backward")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child_cpu_memory(int(args.child[0]), bool(int(args.child[1])))
+        return
+    import torch
+
+    print(
+        f"torch {torch.__version__}; {WIDTH}x{HEIGHT}, {LABELS} labels, preset {PRESET} "
+        "(10 iterations, normalise after)"
+    )
+    print()
+    devices = ["cpu"]
+    if torch.cuda.is_available() and not args.no_cuda:
+        devices.append("cuda")
+    for device in devices:
+        report(device, False, args.repeats)
+        if args.train:
+            report(device, True, args.repeats)
+    t = numba_reference(max(1, args.repeats // 2))
+    print(f"numba CPU backend (deeplab.crf.dense_crf_from_logits), one image: {t * 1e3:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
