@@ -1,0 +1,136 @@
+"""`deeplab segment`: label PNGs, colour overlays and probabilities for image files.
+
+::
+
+    deeplab segment photos/ extra.jpg 'shots/*.png' --out seg/
+    deeplab segment --model deeplab-largefov --weights deeplab-largefov-voc12 photo.jpg \\
+        --crf deeplab-largefov --save-probs --out seg/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deeplab.cli.crf_cmd import PARAM_OPTIONS, add_param_options
+from deeplab.cli.data_args import add_threads_option, apply_threads
+from deeplab.crf import CRFParams
+from deeplab.segment import NetworkInfo, real_weights_hint, resolve_crf
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "segment",
+        help="segment image files: label PNGs, overlays, probabilities",
+        description="Run a network (and the dense CRF) on images, folders (searched "
+        "recursively) or glob patterns. Writes NAME.png (palette label PNG, VOC colours), "
+        "NAME_overlay.jpg and, with --save-probs, NAME_probs.npy (L, H, W) to --out. "
+        "Unreadable or too large images are reported and skipped; the exit status is then 1. "
+        "--crf: auto (default: the tuned parameters shipped for the synthetic model, else "
+        "the model's preset), a preset, a JSON file, or none.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", default=None, help="variant (default: the one the weights name)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE|NAME|none",
+        help="checkpoint, a registered weights name (deeplab.models.WEIGHTS) or 'none' "
+        "(untrained); default: the shipped synthetic-scene deeplab-largefov-tiny checkpoint",
+    )
+    p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-overlay", action="store_true", help="do not write colour overlays")
+    p.add_argument("--save-probs", action="store_true", help="also write (L, H, W) .npy")
+    p.add_argument("--probs-dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_option(p)
+    add_param_options(p, default="auto")
+    p.set_defaults(func=run)
+    return p
+
+
+def pick_device(spec: str) -> str:
+    """--device: "auto" is the GPU when there is one."""
+    if spec == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec
+
+
+def crf_from_args(args: argparse.Namespace, info: NetworkInfo) -> CRFParams | None:
+    """--crf resolved for this network, with the per-field options applied."""
+    base = resolve_crf(args.crf, info)
+    if base is None:
+        return None
+    return base.replace(**{dest: getattr(args, dest) for dest, _, _ in PARAM_OPTIONS.values()})
+
+
+def warn_weights(info: NetworkInfo) -> None:
+    """Say which weights run; loudly, with how to get real ones, when they are not for
+    photographs."""
+    print(f"network: {info.describe()}", file=sys.stderr)
+    if info.kind == "real":
+        return
+    what = (
+        "were trained on synthetic shapes, not on photographs"
+        if info.kind == "synthetic"
+        else "are untrained (random)"
+    )
+    bar = "!" * 78
+    print(
+        f"{bar}\nWARNING: these weights {what}: their labels for real images are meaningless.\n"
+        f"{real_weights_hint(info.variant)}\n{bar}",
+        file=sys.stderr,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deeplab.segment import Segmenter, expand_inputs, load_network, segment_files
+
+    apply_threads(args)
+    network = load_network(args.model, args.weights, num_classes=args.num_classes)
+    warn_weights(network.info)
+    crf = crf_from_args(args, network.info)
+    print(f"CRF: {'none' if crf is None else crf.to_dict()}", file=sys.stderr)
+    inputs, problems = expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"deeplab segment: {problem}", file=sys.stderr)
+    segmenter = Segmenter(network.model, crf, pick_device(args.device))
+    bar = tqdm(
+        total=len(inputs),
+        unit="img",
+        desc="segment",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+    def on_file(item: object, error: str | None) -> None:
+        if error is not None:
+            bar.write(
+                f"deeplab segment: skipped {getattr(item, 'path', item)}: {error}", file=sys.stderr
+            )
+        bar.update(1)
+
+    summary = segment_files(
+        segmenter,
+        inputs,
+        args.out,
+        overlays=not args.no_overlay,
+        save_probs=args.save_probs,
+        probs_dtype=args.probs_dtype,
+        on_file=on_file,
+    )
+    bar.close()
+    failed = len(summary.failed) + len(problems)
+    print(f"segmented {len(summary.written)} of {len(inputs)} image(s) -> {args.out}")
+    if failed:
+        print(f"deeplab segment: {failed} input(s) failed (see above)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,413 @@
+"""Segment image files: network (+ CRF) -> label PNGs, colour overlays, probabilities.
+
+::
+
+    from deeplab.segment import load_network, resolve_crf, Segmenter
+
+    net = load_network(None, None)                # the shipped synthetic tiny model
+    seg = Segmenter(net.model, resolve_crf("auto", net))
+    result = seg.segment(image)                   # (H, W, 3) uint8 RGB
+    result.labels, result.dcnn_labels, result.probs
+
+Which weights a run uses is always spelled out (:class:`NetworkInfo`). Weights that were
+not trained on photographs (the shipped synthetic-scene model, an untrained network) are
+flagged ``kind != "real"`` and :func:`real_weights_hint` says how to get real ones: convert
+the authors' Caffe models with ``deeplab convert`` or train on VOC.
+
+The shipped files live in the package (``deeplab/assets``) and are found with
+:mod:`importlib.resources`, so they work from a wheel as from a checkout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import io
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deeplab.crf import CRFParams, dense_crf_from_logits
+from deeplab.crf import dense as crf_dense
+from deeplab.data.classes import colorize, write_label_png
+from deeplab.data.image_io import load_image, save_image, write_bytes
+from deeplab.data.synthetic import SYNTHETIC_CLASSES
+from deeplab.models import WEIGHTS, build_model, get_variant, load_checkpoint
+from deeplab.models.weights import weights_dir
+from deeplab.predict import Predictor
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SHIPPED_CRF",
+    "SHIPPED_MODEL",
+    "SHIPPED_WEIGHTS",
+    "InputFile",
+    "NetworkInfo",
+    "Segmentation",
+    "Segmenter",
+    "expand_inputs",
+    "load_network",
+    "overlay",
+    "real_weights_hint",
+    "resolve_crf",
+    "segment_files",
+    "shipped_crf_params",
+    "shipped_weights",
+]
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL = "deeplab-largefov-tiny"
+SHIPPED_WEIGHTS = "deeplab-largefov-tiny-synthetic.safetensors"
+SHIPPED_CRF = "crf-synthetic.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp", ".gif")
+
+# Keeps files extracted from a zipped install alive until the interpreter exits.
+_ASSET_FILES = contextlib.ExitStack()
+atexit.register(_ASSET_FILES.close)
+
+
+def _asset(name: str) -> Path | None:
+    """A file of ``deeplab/assets`` as a real path, or None when the package lacks it."""
+    ref = resources.files("deeplab").joinpath("assets").joinpath(name)
+    if not ref.is_file():
+        return None
+    if isinstance(ref, Path):
+        return ref
+    return Path(_ASSET_FILES.enter_context(resources.as_file(ref)))
+
+
+def shipped_weights() -> Path | None:
+    """The packaged ``deeplab-largefov-tiny`` checkpoint trained on synthetic scenes."""
+    return _asset(SHIPPED_WEIGHTS)
+
+
+def shipped_crf_params() -> CRFParams | None:
+    """CRF parameters tuned for the shipped checkpoint, if the package has them."""
+    path = _asset(SHIPPED_CRF)
+    return None if path is None else CRFParams.load(path)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """Which network and weights a run uses.
+
+    ``kind``: "real" (weights for photographs: converted or trained on real data),
+    "synthetic" (trained on :class:`deeplab.data.SyntheticScenes`) or "untrained".
+    """
+
+    variant: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    weights: str
+    source: str
+    kind: str
+
+    def describe(self) -> str:
+        classes = ", ".join(self.class_names) if self.class_names else "unnamed"
+        origin = f" ({self.source})" if self.source else ""
+        return (
+            f"{self.variant}, {self.num_classes} classes [{classes}], "
+            f"weights {self.weights}{origin}"
+        )
+
+
+@dataclass
+class Network:
+    """A network in eval mode and what it is."""
+
+    model: nn.Module
+    info: NetworkInfo
+
+
+def real_weights_hint(variant: str = "deeplab-largefov") -> str:
+    """How to get weights that segment photographs (nothing is downloaded by this package)."""
+    name = variant if variant != SHIPPED_MODEL else "deeplab-largefov"
+    records = [r for r in WEIGHTS.values() if r.variant == name and r.class_names]
+    if not records:
+        records = [WEIGHTS["deeplab-largefov-voc12"]]
+        name = "deeplab-largefov"
+    record = records[0]
+    target = weights_dir() / record.filename
+    return (
+        f"To segment photographs, get real-image weights: download the authors' Caffe model "
+        f"for {name} ({record.source}), convert it with\n"
+        f"  deeplab convert FILE.caffemodel --variant {name} --out {target}\n"
+        f"and pass --model {name} --weights {record.name}; or train on PASCAL VOC:\n"
+        f"  deeplab train --model {name} --data voc --voc-root VOC2012 "
+        f"--sbd-root benchmark_RELEASE --out runs/{name}\n"
+        f"and pass --weights runs/{name}/model.safetensors."
+    )
+
+
+def _kind(class_names: Sequence[str]) -> str:
+    return "synthetic" if tuple(class_names) == SYNTHETIC_CLASSES else "real"
+
+
+def _default_weights(model: str | None) -> str:
+    """The checkpoint used when no --weights is given for ``model``."""
+    if model is None or get_variant(model).name == SHIPPED_MODEL:
+        path = shipped_weights()
+        if path is None:
+            raise FileNotFoundError(
+                f"this installation has no shipped checkpoint deeplab/assets/{SHIPPED_WEIGHTS}; "
+                "pass --weights FILE (or 'none' for an untrained network).\n" + real_weights_hint()
+            )
+        return os.fspath(path)
+    variant = get_variant(model).name
+    for record in WEIGHTS.values():
+        found = (weights_dir() / record.filename).is_file()
+        if record.variant == variant and record.class_names and found:
+            return record.name
+    raise FileNotFoundError(
+        f"no weights for {variant}: pass --weights FILE.\n" + real_weights_hint(variant)
+    )
+
+
+def load_network(
+    model: str | None,
+    weights: str | os.PathLike[str] | None,
+    *,
+    num_classes: int = 21,
+) -> Network:
+    """Build ``model`` with ``weights`` and say what they are.
+
+    ``weights``: a checkpoint path, a registered :data:`~deeplab.models.WEIGHTS` name,
+    ``"none"`` (an untrained network with ``num_classes`` classes) or None (the default:
+    the shipped synthetic checkpoint for ``deeplab-largefov-tiny`` / no model, else the
+    variant's converted VOC checkpoint if it is in :func:`~deeplab.models.weights.weights_dir`).
+    A checkpoint that does not fit ``model`` is a ValueError listing the differences.
+    """
+    spec = _default_weights(model) if weights is None else os.fspath(weights)
+    if spec.lower() == "none":
+        variant = get_variant(model or SHIPPED_MODEL).name
+        net = build_model(variant, num_classes=num_classes).eval()
+        info = NetworkInfo(variant, num_classes, tuple(net.class_names), "none", "", "untrained")
+        return Network(net, info)
+    if spec in WEIGHTS:
+        record = WEIGHTS[spec]
+        path = weights_dir() / record.filename
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no converted checkpoint for {spec!r} at {path}.\n"
+                + real_weights_hint(record.variant)
+            )
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+    _, meta = load_checkpoint(path)
+    variant = get_variant(model or meta.variant).name
+    net = build_model(variant, num_classes=meta.num_classes, weights=path).eval()
+    names = tuple(meta.class_names)
+    info = NetworkInfo(variant, meta.num_classes, names, os.fspath(path), meta.source, _kind(names))
+    log.info("network: %s", info.describe())
+    return Network(net, info)
+
+
+def resolve_crf(spec: str | os.PathLike[str] | None, info: NetworkInfo) -> CRFParams | None:
+    """``--crf``: "none"/None (no CRF), "auto" (tuned parameters shipped for the synthetic
+    model, else the variant's preset), a preset name or a JSON file."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    if str(spec) == "auto":
+        if info.kind == "synthetic":
+            tuned = shipped_crf_params()
+            if tuned is not None:
+                return tuned
+        return CRFParams.preset(get_variant(info.variant).crf_preset or "deeplab-largefov")
+    return CRFParams.resolve(os.fspath(spec))
+
+
+# --------------------------------------------------------------------------- segmenting
+
+
+@dataclass
+class Segmentation:
+    """One image's result: ``labels`` (H, W) uint8 (after the CRF when one ran),
+    ``dcnn_labels`` the network's own argmax, ``probs`` (L, H, W) float32 (CRF marginals,
+    else the softmax) when asked for."""
+
+    labels: np.ndarray
+    dcnn_labels: np.ndarray
+    probs: np.ndarray | None = None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=0, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=0, keepdims=True)
+    return z
+
+
+class Segmenter:
+    """Whole-image inference (:class:`deeplab.predict.Predictor`) plus the optional CRF."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        crf: CRFParams | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.predictor = Predictor(model, device)
+        self.crf = crf
+        self.num_classes = int(getattr(model, "num_classes", 0)) or None
+
+    def check_size(self, height: int, width: int) -> None:
+        """MemoryError with the figures when the CRF could not hold this image in memory."""
+        if self.crf is not None and self.num_classes is not None:
+            crf_dense.check_memory(height, width, self.num_classes)
+
+    def segment(self, image: np.ndarray, keep_probs: bool = False) -> Segmentation:
+        """Labels of an (H, W, 3) uint8 RGB image (see :class:`Segmentation`)."""
+        self.check_size(*image.shape[:2])
+        logits = self.predictor.logits(image)
+        dcnn = np.asarray(logits.argmax(0), dtype=np.uint8)
+        if self.crf is None:
+            return Segmentation(dcnn, dcnn, _softmax(logits) if keep_probs else None)
+        q = dense_crf_from_logits(image, logits, self.crf)
+        labels = np.asarray(q.argmax(0), dtype=np.uint8)
+        return Segmentation(labels, dcnn, q if keep_probs else None)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The image with the label colours blended in (background, label 0, left as is)."""
+    colours = colorize(labels).astype(np.float32)
+    mix = image.astype(np.float32)
+    fg = labels != 0
+    mix[fg] = (1 - alpha) * mix[fg] + alpha * colours[fg]
+    return np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An image to segment and the output name (relative, no suffix) its results get."""
+
+    path: Path
+    name: str
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(specs: Iterable[str | os.PathLike[str]]) -> tuple[list[InputFile], list[str]]:
+    """Files, folders (searched recursively for images) and glob patterns -> inputs, and a
+    message per spec that matched nothing. Output names keep a folder's sub-paths; clashes
+    get a ``-2``, ``-3``... suffix; the same file named twice is segmented once."""
+    found: list[tuple[Path, str]] = []
+    problems: list[str] = []
+    for spec in specs:
+        text = os.fspath(spec)
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if _is_image(f))
+            if not files:
+                problems.append(f"{text}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            found += [(f, f.relative_to(p).with_suffix("").as_posix()) for f in files]
+        elif p.is_file():
+            found.append((p, p.stem))
+        elif glob.has_magic(text):
+            files = sorted(Path(m) for m in glob.glob(text, recursive=True) if _is_image(Path(m)))
+            if not files:
+                problems.append(f"{text}: no image matches this pattern")
+            found += [(f, f.stem) for f in files]
+        else:
+            problems.append(f"{text}: no such file or folder")
+    inputs: list[InputFile] = []
+    seen_paths: set[Path] = set()
+    used: set[str] = set()
+    for path, name in found:
+        key = path.resolve()
+        if key in seen_paths:
+            continue
+        seen_paths.add(key)
+        unique, n = name, 1
+        while unique in used:
+            n += 1
+            unique = f"{name}-{n}"
+        used.add(unique)
+        inputs.append(InputFile(path, unique))
+    return inputs, problems
+
+
+@dataclass
+class SegmentSummary:
+    """Per-file outcome of :func:`segment_files`: written paths, and failures with reasons."""
+
+    written: dict[Path, list[Path]] = field(default_factory=dict)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def segment_files(
+    segmenter: Segmenter,
+    inputs: Sequence[InputFile],
+    out_dir: str | os.PathLike[str],
+    *,
+    overlays: bool = True,
+    save_probs: bool = False,
+    probs_dtype: str = "float16",
+    on_file: Callable[[InputFile, str | None], None] | None = None,
+) -> SegmentSummary:
+    """Segment every input; write ``<name>.png`` (palette label PNG), ``<name>_overlay.jpg``
+    and, with ``save_probs``, ``<name>_probs.npy`` (L, H, W) under ``out_dir``, each
+    atomically. A file that cannot be read or is too large is recorded in ``failed`` and
+    skipped; ``on_file(input, error or None)`` is called after each file."""
+    if probs_dtype not in ("float16", "float32"):
+        raise ValueError(f"probs dtype must be float16 or float32, got {probs_dtype!r}")
+    out = Path(out_dir)
+    protected = {i.path.resolve() for i in inputs}
+    summary = SegmentSummary()
+    for item in inputs:
+        error: str | None = None
+        try:
+            targets = {"labels": out / f"{item.name}.png"}
+            if overlays:
+                targets["overlay"] = out / f"{item.name}_overlay.jpg"
+            if save_probs:
+                targets["probs"] = out / f"{item.name}_probs.npy"
+            clash = [t for t in targets.values() if t.resolve() in protected]
+            if clash:
+                raise ValueError(f"output {clash[0]} would overwrite an input image")
+            image = load_image(item.path)
+            result = segmenter.segment(image, keep_probs=save_probs)
+            write_label_png(targets["labels"], result.labels)
+            if overlays:
+                save_image(targets["overlay"], overlay(image, result.labels), quality=90)
+            if save_probs and result.probs is not None:
+                write_bytes(targets["probs"], _npy_bytes(result.probs.astype(probs_dtype)))
+            summary.written[item.path] = list(targets.values())
+        except MemoryError as exc:
+            error = f"too large: {exc}"
+        except (OSError, ValueError) as exc:
+            error = str(exc)
+        if error is not None:
+            summary.failed[item.path] = error
+            log.info("skipped %s: %s", item.path, error)
+        if on_file is not None:
+            on_file(item, error)
+    return summary
