@@ -1,0 +1,103 @@
+"""`deeplab serve`: the web demo (upload an image, DCNN vs DCNN+CRF, CRF sliders).
+
+::
+
+    deeplab serve                     # http://127.0.0.1:8000, the shipped synthetic model
+    deeplab serve --model deeplab-largefov --weights deeplab-largefov-voc12 --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from deeplab.cli.data_args import add_threads_option, apply_threads
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "serve",
+        help="web demo: upload an image, compare DCNN and DCNN+CRF, tune the CRF live",
+        description="Serve one page where you upload an image and see the network's result "
+        "and the CRF-refined one side by side; sliders change the CRF parameters and re-run "
+        "only the CRF (the network's scores are cached per image). Needs the 'app' extra: "
+        "pip install 'deeplab[app]'. Nothing is written to disk.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default=None, help="variant (default: the one the weights name)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE|NAME|none",
+        help="checkpoint, registered weights name or 'none'; default: the shipped "
+        "synthetic-scene deeplab-largefov-tiny checkpoint",
+    )
+    p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
+    p.add_argument(
+        "--crf",
+        default="auto",
+        metavar="PRESET|FILE",
+        help="the sliders' starting values: a preset or JSON file (default auto: tuned "
+        "parameters shipped for the synthetic model, else the model's preset)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (MiB)")
+    p.add_argument("--max-pixels", type=int, default=4_000_000, help="image size limit")
+    p.add_argument("--cache", type=int, default=8, help="images whose scores are kept")
+    add_threads_option(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab.cli.segment_cmd import pick_device, warn_weights
+    from deeplab.segment import load_network, resolve_crf
+
+    try:
+        from deeplab.serve import SegmentService, create_app, serve
+    except ImportError as exc:
+        print(f"deeplab serve: {exc}; pip install 'deeplab[app]'", file=sys.stderr)
+        return 1
+    if args.max_upload_mb <= 0:
+        raise ValueError("--max-upload-mb must be > 0")
+    if str(args.crf).lower() == "none":
+        raise ValueError("--crf none: the web demo always shows the CRF; pick a preset")
+    apply_threads(args)
+    network = load_network(args.model, args.weights, num_classes=args.num_classes)
+    warn_weights(network.info)
+    crf = resolve_crf(args.crf, network.info)
+    service = SegmentService(
+        network.model,
+        network.info,
+        crf,
+        device=pick_device(args.device),
+        cache_size=args.cache,
+        max_pixels=args.max_pixels,
+    )
+    try:
+        app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    except ImportError as exc:
+        print(f"deeplab serve: {exc}; pip install 'deeplab[app]'", file=sys.stderr)
+        return 1
+    if not _is_loopback(args.host):
+        print(
+            f"deeplab serve: WARNING: binding {args.host}: anyone who can reach this machine "
+            "can use the demo (there is no authentication)",
+            file=sys.stderr,
+        )
+    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(app, args.host, args.port)
+    return 0
