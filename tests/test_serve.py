@@ -269,7 +269,7 @@ def test_page_in_headless_chromium(
     def no_download(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("Selenium Manager would look for (download) a browser or driver")
 
-    monkeypatch.setattr(SeleniumManager, "binary_paths", no_download)
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_download, raising=False)
     chromium, chromedriver = paths
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
