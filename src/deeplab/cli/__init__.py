@@ -20,6 +20,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.train_cmd",
     "deeplab.cli.evaluate_cmd",
     "deeplab.cli.tune_cmd",
+    "deeplab.cli.segment_cmd",
+    "deeplab.cli.serve_cmd",
+    "deeplab.cli.export_cmd",
 )
 
 
