@@ -125,6 +125,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             logger.debug("%s: %s image scaled to 8 bits", p, mode)
             gray = _sixteen_bit_to_uint8(values)
             return np.repeat(gray[:, :, None], 3, axis=2)
+        if mode in ("P", "PA") and not image.getpalette():
+            # A PNG of colour type 3 without its PLTE chunk: Pillow would paint it black.
+            raise ValueError(f"image {p} is a palette image without a palette: colours unknown")
         if mode in _DIRECT_CONVERT_MODES:
             if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
                 logger.debug("%s: alpha channel dropped", p)
