@@ -1,34 +1,139 @@
-"""The demo on the embedded default: files written and the CRF improving the coarse result."""
+"""The demo: network + CRF on held-out synthetic scenes, and its self-contained report."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+from PIL import Image
 
+import deeplab.demo as demo
 from deeplab.cli import main
-from deeplab.data.classes import IGNORE_INDEX
-from deeplab.demo import coarse_logits
+from deeplab.crf import CRFParams, dense_crf_from_logits
+from deeplab.data import IGNORE_INDEX, SyntheticScenes
+from deeplab.data.synthetic import SYNTHETIC_CLASSES
+from deeplab.demo import DemoOptions, main_class, run_demo, scene_panel
+from deeplab.models import build_model, save_model
+from deeplab.predict import Predictor
+from deeplab.segment import shipped_weights
 
 
-def test_coarse_logits_blur_boundaries_at_stride_8() -> None:
-    label = np.zeros((40, 48), np.uint8)
-    label[8:30, 10:35] = 1
-    label[7, 10:35] = IGNORE_INDEX
-    logits = coarse_logits(label, 2, np.random.default_rng(0), noise=0.0)
-    assert logits.shape == (2, 40, 48)
-    pred = logits.argmax(0)
-    assert pred[18, 20] == 1 and pred[0, 0] == 0
-    margin = logits[1] - logits[0]
-    # Scores change smoothly across the object's edge (no sharp step at stride 8).
-    assert np.abs(np.diff(margin, axis=1)).max() < 1.0
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("demo") / "tiny.safetensors"
+    save_model(build_model("deeplab-largefov-tiny", num_classes=6), path,
+               class_names=SYNTHETIC_CLASSES, source="test")  # fmt: skip
+    return path
 
 
-def test_demo_command_writes_results(tmp_path, capsys) -> None:
+def test_main_class_ignores_background_and_void() -> None:
+    label = np.zeros((6, 6), np.uint8)
+    label[:2] = IGNORE_INDEX
+    label[2:4, :3] = 4
+    label[4, 0] = 2
+    assert main_class(label, 6) == 4
+    assert main_class(np.zeros((3, 3), np.uint8), 6) == 0
+
+
+def test_belief_maps_are_the_marginals_after_those_iterations(weights: Path) -> None:
+    from deeplab.models import load_model
+
+    model = load_model(weights)
+    predictor = Predictor(model)
+    sample = SyntheticScenes(1, size=(48, 56), seed=9)[0]
+    params = CRFParams(iterations=3)
+    panel = scene_panel(predictor, sample, params, SYNTHETIC_CLASSES)
+    titles = [t for t, _ in panel.beliefs]
+    assert titles == ["DCNN output", "CRF iteration 1", "CRF iteration 2", "CRF iteration 10"]
+    cls = SYNTHETIC_CLASSES.index(panel.belief_class)
+    assert cls == main_class(sample.label, 6) and cls != 0
+    logits = predictor.logits(sample.image)
+    for (_, belief), its in zip(panel.beliefs[1:], (1, 2, 10), strict=True):
+        q = dense_crf_from_logits(sample.image, logits, params.replace(iterations=its))
+        np.testing.assert_allclose(belief, q[cls], atol=1e-5)
+    softmax = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    np.testing.assert_allclose(panel.beliefs[0][1], softmax[cls], atol=1e-5)
+    # The panel's CRF result is that of the parameters in use (3 iterations), not of 10.
+    final = dense_crf_from_logits(sample.image, logits, params).argmax(0)
+    np.testing.assert_array_equal(panel.crf, final)
+    np.testing.assert_array_equal(panel.dcnn, logits.argmax(0))
+
+
+def _images(html: str) -> list[bytes]:
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources
+    out = []
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        out.append(base64.b64decode(src.split(",", 1)[1]))
+    return out
+
+
+def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--scenes", "2", "--iterations", "5"]) == 0
-    assert "mean IoU" in capsys.readouterr().out
+    argv = ["demo", "--out", str(out), "--weights", str(weights), "--scenes", "3", "--panels",
+            "2", "--size", "64", "72", "--iterations", "4", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"3 held-out scenes: mean IoU DCNN \d+\.\d\d%, DCNN\+CRF \d+\.\d\d%", printed)
+    assert "report:" in printed and "total" in printed
+    html = (out / "report.html").read_text()
+    images = _images(html)
+    # 1 trimap figure + 2 scenes x (4 panels + 4 belief maps).
+    assert len(images) == 1 + 2 * 8
+    for data in images:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    assert "http://" not in html and "https://" not in html
+    for text in ("Mean IoU", "DCNN+CRF", "CRF iteration 10", "triangle", "Trimap"):
+        assert text in html
     results = json.loads((out / "results.json").read_text())
-    assert results["crf"]["mean_iou"] > results["coarse"]["mean_iou"]
-    assert len(list(out.glob("scene_*.png"))) == 2
-    assert "+ CRF" in (out / "results.md").read_text()
+    assert results["crf_params"]["iterations"] == 4
+    assert results["with_crf"] is not None and "trimap" in results
+    assert len(list((out / "scenes").glob("scene_*.png"))) == 2
+
+
+def test_demo_without_shipped_checkpoint_says_how_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "shipped_weights", lambda: None)
+    with pytest.raises(FileNotFoundError, match="deeplab demo --train"):
+        run_demo(tmp_path / "x", DemoOptions(scenes=1))
+
+
+def test_demo_refuses_a_checkpoint_for_other_classes(tmp_path: Path) -> None:
+    path = tmp_path / "voc.safetensors"
+    save_model(build_model("deeplab-largefov-tiny", num_classes=21), path, source="test")
+    with pytest.raises(ValueError, match="synthetic scenes have"):
+        run_demo(tmp_path / "x", DemoOptions(scenes=1, weights=path))
+
+
+def test_demo_trains_with_the_training_library(tmp_path: Path) -> None:
+    stages: list[str] = []
+    result = run_demo(
+        tmp_path / "demo",
+        DemoOptions(scenes=2, size=(48, 48), panels=1, train=True, train_iterations=2),
+        progress=lambda stage, done, total: stages.append(stage),
+    )
+    assert result.weights == tmp_path / "demo" / "train" / "model.safetensors"
+    assert result.weights.is_file() and (tmp_path / "demo" / "train" / "log.jsonl").is_file()
+    assert stages[0] == "train" and "evaluate" in stages and "panels" in stages
+    assert result.seconds["train"] > 0
+    assert "Training curve" in result.report.read_text()
+
+
+def test_shipped_checkpoint_gains_from_the_crf(tmp_path: Path) -> None:
+    if shipped_weights() is None:
+        pytest.skip("this checkout has no shipped checkpoint (deeplab/assets)")
+    result = run_demo(tmp_path / "demo", DemoOptions(scenes=6, panels=0))
+    ev = result.evaluation
+    assert ev.crf is not None
+    assert ev.mean_iou > 0.5  # trained, not guessing the background
+    assert ev.crf.mean_iou() > ev.mean_iou

@@ -1,125 +1,293 @@
-"""The main job on the embedded default: refine coarse segmentations of synthetic scenes.
+"""The main job on the embedded default: DeepLab-LargeFOV (tiny) + CRF on synthetic scenes.
 
-Scenes come from :class:`deeplab.data.SyntheticScenes`. Their coarse class scores mimic a
-stride-8 DCNN (paper section 3): the true label map is average-pooled to the stride-8 grid,
-perturbed with noise and bilinearly upsampled by 8, which blurs every boundary exactly as
-the paper describes. The fully connected CRF then sharpens them (paper section 4).
+1. The network: the ``deeplab-largefov-tiny`` checkpoint the package ships (trained on
+   :class:`deeplab.data.SyntheticScenes` of seed 0), or one trained here for a few minutes
+   with the project's training library (``train=True``).
+2. Held-out scenes (another seed) are scored with :func:`deeplab.evaluate.evaluate`
+   without and with the dense CRF (paper section 4), with the boundary trimap (Fig. 5).
+3. A self-contained HTML report (:mod:`deeplab.report`): the mean IoU table, the trimap
+   curves, and for a few scenes the image, the DCNN result, the DCNN+CRF result and the
+   ground truth, with the belief maps of the scene's main object class after CRF
+   iterations 1, 2 and 10 (paper Fig. 2). ``results.json`` / ``results.md`` hold the figures.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.data.classes import IGNORE_INDEX, colorize
-from deeplab.data.image_io import save_png, write_text
-from deeplab.data.synthetic import SyntheticScenes
-from deeplab.metrics.confusion import ConfusionMatrix, markdown_table
+from deeplab.data import IGNORE_INDEX, SyntheticScenes
+from deeplab.data.image_io import save_png
+from deeplab.data.synthetic import SYNTHETIC_CLASSES
+from deeplab.evaluate import EvalResult, evaluate
+from deeplab.models import DeepLab, load_model
+from deeplab.predict import Predictor
+from deeplab.report import Figure, ReportData, ScenePanel, write_report
+from deeplab.segment import SHIPPED_MODEL, SHIPPED_WEIGHTS, shipped_crf_params, shipped_weights
+
+__all__ = [
+    "BELIEF_ITERATIONS",
+    "DemoOptions",
+    "DemoResult",
+    "demo_recipe",
+    "main_class",
+    "run_demo",
+    "scene_panel",
+    "train_demo_model",
+]
 
 log = logging.getLogger(__name__)
 
-STRIDE = 8
+BELIEF_ITERATIONS: tuple[int, ...] = (1, 2, 10)
+"""CRF iterations whose beliefs the report shows (paper Fig. 2)."""
+
+HELD_OUT_SEED = 1  # training uses scene family 0; `deeplab evaluate` scores family 1 too
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total) with stage "train", "evaluate" or "panels"."""
 
 
-def coarse_logits(
-    label: np.ndarray, num_classes: int, rng: np.random.Generator, noise: float = 1.0
-) -> np.ndarray:
-    """(K, H, W) float32 scores of a simulated stride-8 network for an (H, W) label map."""
-    h, w = label.shape
-    valid = label != IGNORE_INDEX
-    onehot = np.zeros((num_classes, h, w), np.float32)
-    ys, xs = np.nonzero(valid)
-    onehot[label[valid], ys, xs] = 1.0
-    gh, gw = -(-h // STRIDE), -(-w // STRIDE)
-    padded = np.zeros((num_classes, gh * STRIDE, gw * STRIDE), np.float32)
-    padded[:, :h, :w] = onehot
-    pooled = padded.reshape(num_classes, gh, STRIDE, gw, STRIDE).mean((2, 4))
-    scores = 4.0 * pooled + rng.normal(0, noise, size=pooled.shape).astype(np.float32)
-    # Bilinear upsampling by 8 with Caffe's geometry (align-corners), cropped to the image.
-    full = np.stack(
-        [
-            np.array(
-                Image.fromarray(s).resize(
-                    ((gw - 1) * STRIDE + 1, (gh - 1) * STRIDE + 1), Image.BILINEAR
-                )
-            )
-            for s in scores
-        ]
-    )
-    out = np.zeros((num_classes, h, w), np.float32)
-    hh, ww = min(h, full.shape[1]), min(w, full.shape[2])
-    out[:, :hh, :ww] = full[:, :hh, :ww]
-    if hh < h:
-        out[:, hh:, :] = out[:, hh - 1 : hh, :]
-    if ww < w:
-        out[:, :, ww:] = out[:, :, ww - 1 : ww]
-    return out
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs on.
+
+    ``weights``: a checkpoint, or None for the shipped one (ignored with ``train``).
+    ``crf``: CRF parameters, or None for the tuned ones shipped with the checkpoint (else
+    the ``deeplab-largefov`` preset). ``train_iterations``: SGD iterations of ``train``.
+    """
+
+    scenes: int = 60
+    seed: int = HELD_OUT_SEED
+    size: tuple[int, int] = (200, 200)
+    panels: int = 4
+    weights: Path | None = None
+    train: bool = False
+    train_iterations: int = 1500
+    crf: CRFParams | None = None
+    workers: int = 0
 
 
 @dataclass
 class DemoResult:
-    """Confusion matrices of the coarse and the CRF-refined results, and written files."""
+    """The evaluation, where the files went, and the time each stage took (seconds)."""
 
-    coarse: ConfusionMatrix
-    refined: ConfusionMatrix
+    evaluation: EvalResult
+    report: Path
+    weights: Path
+    crf: CRFParams
     files: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def demo_recipe(iterations: int) -> Any:
+    """The recipe ``--train`` uses: ``deeplab-largefov-tiny`` from scratch on 129x129 crops
+    of the synthetic scenes, batch 8, SGD at lr 0.01 (1x for the classifier, 0.003x for
+    conv1_1 which reads raw 0..255 pixels), dropping 10x for the last quarter."""
+    from deeplab.train import resolve_recipe
+
+    return resolve_recipe(
+        SHIPPED_MODEL,
+        overrides={
+            "init": None,
+            "iterations": iterations,
+            "batch": 8,
+            "crop": 129,
+            "lr": 0.01,
+            "classifier_lr_mult": 1.0,
+            "input_lr_mult": 0.003,
+            "lr_step": max(1, (3 * iterations) // 4),
+            "checkpoint_every": max(1, iterations),
+            "log_every": 20,
+            "workers": 0,
+        },
+    )
+
+
+def train_demo_model(
+    run_dir: Path, iterations: int, progress: Progress | None = None
+) -> tuple[DeepLab, Path]:
+    """Train ``deeplab-largefov-tiny`` on synthetic scenes (seed 0) into ``run_dir``."""
+    from deeplab.train import DataSpec, train
+
+    def callback(event: dict[str, Any]) -> None:
+        if progress is not None and event["event"] == "step":
+            progress("train", int(event["iteration"]), iterations)
+
+    result = train(
+        demo_recipe(iterations),
+        DataSpec(kind="synthetic", synthetic_seed=0),
+        run_dir,
+        device="cpu",
+        callback=callback,
+    )
+    if result.model_path is None:
+        raise RuntimeError(f"training in {run_dir} stopped before writing a model")
+    return result.model.eval(), result.model_path
+
+
+def main_class(label: np.ndarray, num_classes: int) -> int:
+    """The scene's main object class: the most frequent non-background, non-void label
+    (0, the background, when the scene has no object)."""
+    values = label[(label != IGNORE_INDEX) & (label != 0)]
+    if values.size == 0:
+        return 0
+    return int(np.bincount(values, minlength=num_classes).argmax())
+
+
+def scene_panel(
+    predictor: Predictor,
+    sample: Any,
+    params: CRFParams,
+    class_names: tuple[str, ...],
+) -> ScenePanel:
+    """Image, DCNN, DCNN+CRF, ground truth and the beliefs of the main class: the DCNN's
+    softmax, then the CRF marginals after the iterations in :data:`BELIEF_ITERATIONS`."""
+    image, label = sample.image, sample.label
+    logits = predictor.logits(image)
+    cls = main_class(label, len(class_names))
+    z = np.exp(logits - logits.max(0, keepdims=True))
+    beliefs = [("DCNN output", z[cls] / z.sum(0))]
+    want = set(BELIEF_ITERATIONS) | {params.iterations}
+    seen: dict[int, np.ndarray] = {}
+
+    def keep(it: int, q: np.ndarray) -> None:
+        if it + 1 in want:
+            seen[it + 1] = q
+
+    # Beliefs need iteration 10 even when the CRF in use stops earlier.
+    longest = params.replace(iterations=max(params.iterations, *BELIEF_ITERATIONS))
+    dense_crf_from_logits(image, logits, longest, callback=keep)
+    beliefs += [(f"CRF iteration {it}", seen[it][cls]) for it in BELIEF_ITERATIONS]
+    final = seen[params.iterations] if params.iterations > 0 else logits
+    return ScenePanel(
+        name=sample.name,
+        image=image,
+        dcnn=np.asarray(logits.argmax(0), dtype=np.uint8),
+        crf=np.asarray(final.argmax(0), dtype=np.uint8),
+        truth=label,
+        belief_class=class_names[cls],
+        beliefs=beliefs,
+    )
+
+
+def _panel_strip(panel: ScenePanel) -> np.ndarray:
+    from deeplab.data.classes import colorize
+
+    return np.concatenate(
+        [panel.image, colorize(panel.dcnn), colorize(panel.crf), colorize(panel.truth)], axis=1
+    )
 
 
 def run_demo(
     out_dir: str | Path,
-    *,
-    num_scenes: int = 8,
-    seed: int = 0,
-    params: CRFParams | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    options: DemoOptions | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
-    """Refine ``num_scenes`` synthetic scenes; write panels, results.md and results.json."""
+    """Run the demo (module docstring) and write its files to ``out_dir``."""
+    opts = options or DemoOptions()
     out = Path(out_dir)
-    scenes = SyntheticScenes(num_scenes, seed=seed)
-    names = scenes.class_names
-    k = len(names)
-    params = params or CRFParams.preset("deeplab")
-    rng = np.random.default_rng(seed)
-    result = DemoResult(ConfusionMatrix(k, names), ConfusionMatrix(k, names))
-    for i, sample in enumerate(scenes):
-        logits = coarse_logits(sample.label, k, rng)
-        coarse = logits.argmax(0)
-        refined = dense_crf_from_logits(sample.image, logits, params).argmax(0)
-        result.coarse.update(coarse, sample.label)
-        result.refined.update(refined, sample.label)
-        panel = np.concatenate(
-            [sample.image, colorize(coarse), colorize(refined), colorize(sample.label)], axis=1
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    if opts.train:
+        model, weights = train_demo_model(out / "train", opts.train_iterations, progress)
+        seconds["train"] = time.perf_counter() - start
+        tuned = None
+    else:
+        found = opts.weights if opts.weights is not None else shipped_weights()
+        if found is None:
+            raise FileNotFoundError(
+                f"this installation has no shipped checkpoint deeplab/assets/{SHIPPED_WEIGHTS}: "
+                "train one with `deeplab demo --train` (a few minutes) or pass --weights FILE"
+            )
+        weights = Path(found)
+        model = load_model(weights).eval()
+        tuned = shipped_crf_params() if opts.weights is None else None
+    params = opts.crf or tuned or CRFParams.preset("deeplab-largefov")
+    class_names = tuple(model.class_names) or SYNTHETIC_CLASSES
+    scenes = SyntheticScenes(opts.scenes, size=opts.size, seed=opts.seed)
+    if tuple(scenes.class_names) != class_names:
+        raise ValueError(
+            f"{weights} predicts {class_names}, the synthetic scenes have {scenes.class_names}"
         )
-        path = out / f"{sample.name}.png"
-        save_png(path, panel)
-        result.files.append(path)
-        if progress is not None:
-            progress(i + 1, num_scenes)
-    table = markdown_table({"coarse (stride 8)": result.coarse, "+ CRF": result.refined}, names)
-    summary = (
-        "# deeplab demo\n\n"
-        f"{num_scenes} synthetic scenes; panels: image | coarse | CRF | ground truth.\n"
-        f"CRF: {json.dumps(params.to_dict())}\n\n{table}\n"
+
+    t = time.perf_counter()
+    result = evaluate(
+        model,
+        scenes,
+        crf=params,
+        workers=opts.workers,
+        trimap=True,
+        progress=None if progress is None else (lambda n: progress("evaluate", n, opts.scenes)),
     )
-    write_text(out / "results.md", summary)
-    write_text(
-        out / "results.json",
-        json.dumps(
-            {
-                "coarse": result.coarse.results(),
-                "crf": result.refined.results(),
-                "crf_params": params.to_dict(),
-            },
-            indent=2,
+    seconds["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    method = "DeepLab-LargeFOV-tiny"
+    info = {"model": SHIPPED_MODEL, "weights": str(weights), "data": f"synthetic seed {opts.seed}"}
+    paths = result.write(out, method, **info)
+    predictor = Predictor(model)
+    panels = []
+    count = min(opts.panels, opts.scenes)
+    for i in range(count):
+        panel = scene_panel(predictor, scenes[i], params, class_names)
+        panels.append(panel)
+        save_png(out / "scenes" / f"{panel.name}.png", _panel_strip(panel))
+        if progress is not None:
+            progress("panels", i + 1, count)
+    seconds["panels"] = time.perf_counter() - t
+
+    if result.crf is None or "trimap" not in paths:
+        raise RuntimeError("evaluate() returned no CRF or trimap scores")
+    figures = [
+        Figure(
+            "Trimap: accuracy near object boundaries (paper Fig. 5)",
+            paths["trimap"].read_bytes(),
+            "Pixel accuracy and mean IoU within a band of the given width around "
+            "the object boundaries (the void band of the ground truth).",
+        )
+    ]
+    curve = out / "train" / "training_curve.png"
+    if opts.train and curve.is_file():
+        figures.append(Figure("Training curve", curve.read_bytes()))
+    summary = [
+        ("network", f"{SHIPPED_MODEL} ({sum(p.numel() for p in model.parameters()):,} weights)"),
+        ("weights", f"{weights}" + (" (trained by this run)" if opts.train else "")),
+        (
+            "scenes",
+            f"{opts.scenes} held-out synthetic scenes, seed {opts.seed}, "
+            f"{opts.size[0]}x{opts.size[1]}",
+        ),
+        ("CRF", json.dumps(params.to_dict())),
+        (
+            "mean IoU",
+            f"DCNN {100 * result.mean_iou:.2f}%, DCNN+CRF {100 * result.crf.mean_iou():.2f}%",
+        ),
+        (
+            "time",
+            ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+            + f"; total {time.perf_counter() - start:.1f} s",
+        ),
+    ]
+    report = write_report(
+        out / "report.html",
+        ReportData(
+            title="DeepLab v1 demo: DCNN and fully connected CRF on synthetic scenes",
+            class_names=class_names,
+            methods={"DCNN": result.plain, "DCNN+CRF": result.crf},
+            summary=summary,
+            figures=figures,
+            panels=panels,
         ),
     )
-    result.files += [out / "results.md", out / "results.json"]
-    log.info("demo: mIoU %.4f -> %.4f", result.coarse.mean_iou(), result.refined.mean_iou())
-    return result
+    seconds["total"] = time.perf_counter() - start
+    files = [report, *paths.values(), *(out / "scenes" / f"{p.name}.png" for p in panels)]
+    log.info("demo: mIoU %.4f -> %.4f with the CRF", result.mean_iou, result.crf.mean_iou())
+    return DemoResult(result, report, weights, params, files, seconds)
