@@ -7,7 +7,8 @@
 500x375 images, 21 labels, preset deeplab-largefov (10 mean-field iterations, normalise
 after), batches of 1, 4 and 16 through ``deeplab.crf.torch_backend.DenseCRF`` in inference
 mode; the numba CPU backend, one image at a time, for reference. Prints Markdown tables of
-measured figures; nothing is asserted.
+measured figures; nothing is asserted. "CPU ms" is the process's CPU time (all threads,
+spinning included): on a busy machine it stays near the work done while wall time grows.
 
 Memory per image: on the CPU the peak resident memory of a fresh child process during one
 batch minus its resident memory just before (Linux /proc/self/status, peak reset through
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -95,16 +97,18 @@ def run_train_step(crf, images, logits) -> None:
     crf(images, logits, log=True)[:, 0].mean().backward()
 
 
-def timed(fn, device: str, repeats: int, warm_up=None) -> list[float]:
+def timed(fn, device: str, repeats: int, warm_up=None) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds (all threads) of each of ``repeats`` runs."""
     (warm_up or fn)()  # allocator pools, lazily loaded kernels
     sync(device)
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        out.append(time.perf_counter() - start)
-    return out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -151,9 +155,8 @@ def numba_reference(repeats: int) -> float:
 
     image, logits = make_image(0), make_logits(0)
     params = CRFParams.preset(PRESET)
-    return statistics.median(
-        timed(lambda: dense_crf_from_logits(image, logits, params), "cpu", repeats)
-    )
+    wall, _ = timed(lambda: dense_crf_from_logits(image, logits, params), "cpu", repeats)
+    return statistics.median(wall)
 
 
 def report(device: str, train: bool, repeats: int) -> None:
@@ -168,17 +171,18 @@ def report(device: str, train: bool, repeats: int) -> None:
     name = torch.cuda.get_device_name() if device == "cuda" else threads
     print(f"### {name}: {what}")
     print()
-    print("| batch | ms per image | ms per batch | memory per image (MiB) |")
-    print("|---|---|---|---|")
+    print("| batch | ms per image | ms per batch | CPU ms per image | memory per image (MiB) |")
+    print("|---|---|---|---|---|")
     crf = make_crf(device, learn=train)
     for batch in BATCHES:
-        t, mem = measure(crf, batch, device, repeats, train)
-        print(f"| {batch} | {t * 1e3 / batch:.0f} | {t * 1e3:.0f} | {mem:.0f} |")
+        t, cpu, mem = measure(crf, batch, device, repeats, train)
+        cpu_ms = "-" if device == "cuda" else f"{cpu * 1e3 / batch:.0f}"
+        print(f"| {batch} | {t * 1e3 / batch:.0f} | {t * 1e3:.0f} | {cpu_ms} | {mem:.0f} |")
     print()
 
 
-def measure(crf, batch: int, device: str, repeats: int, train: bool) -> tuple[float, float]:
-    """(median seconds per batch, MiB per image) of one batch size."""
+def measure(crf, batch: int, device: str, repeats: int, train: bool) -> tuple[float, float, float]:
+    """Median wall and process CPU seconds per batch, and MiB per image, of one batch."""
     step = run_train_step if train else run_inference
     images, logits = make_batch(batch, device)
     reps = repeats if device == "cuda" else max(1, repeats // batch)
@@ -187,12 +191,12 @@ def measure(crf, batch: int, device: str, repeats: int, train: bool) -> tuple[fl
         # On the CPU one small image warms up as well as a whole batch would, in less time.
         small = images[:1, :, :48, :64], logits[:1, :, :48, :64]
         warm = lambda: step(crf, *small)  # noqa: E731
-    t = statistics.median(timed(lambda: step(crf, images, logits), device, reps, warm))
+    wall, cpu = timed(lambda: step(crf, images, logits), device, reps, warm)
     if device == "cuda":
         mem = cuda_memory_per_image(lambda: step(crf, images, logits), batch)
     else:
         mem = cpu_memory_per_image(batch, train)
-    return t, mem
+    return statistics.median(wall), statistics.median(cpu), mem
 
 
 def main() -> None:
@@ -211,6 +215,9 @@ def main() -> None:
         f"torch {torch.__version__}; {WIDTH}x{HEIGHT}, {LABELS} labels, preset {PRESET} "
         "(10 iterations, normalise after)"
     )
+    # Wall-clock figures on a shared machine depend on what else runs: say what did.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average at start {load}")
     print()
     devices = ["cpu"]
     if torch.cuda.is_available() and not args.no_cuda:
@@ -221,6 +228,8 @@ def main() -> None:
             report(device, True, args.repeats)
     t = numba_reference(max(1, args.repeats // 2))
     print(f"numba CPU backend (deeplab.crf.dense_crf_from_logits), one image: {t * 1e3:.0f} ms")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the end {load}")
 
 
 if __name__ == "__main__":

@@ -280,6 +280,17 @@ def test_learned_potts_compat_equals_potts() -> None:
         torch.testing.assert_close(u, q)
 
 
+def test_float_images_in_0_255_equal_uint8(caplog) -> None:
+    images, logits = tiny_batch(2)
+    crf = tb.DenseCRF(FAST, learn_weights=False)
+    with torch.no_grad():
+        q = crf(images, logits)
+        torch.testing.assert_close(crf(images.double(), logits), q)
+        assert not caplog.records
+        crf(images.float() / 255, logits)  # accepted, but almost certainly a mistake
+    assert "0..255" in caplog.text
+
+
 # -- dispatch ------------------------------------------------------------------------------
 
 

@@ -321,8 +321,8 @@ def mean_field(
 
     images: (B, 3, H, W) RGB, uint8 or float in 0..255 (the lattice is built from them;
     no gradient). unary: (B, L, H, W) energies ``-log P`` (or ``-logits``), float32 or
-    float64. w1, w2: bilateral / spatial weights, floats or 0-d tensors (a float 0 drops
-    the kernel). compat: optional (L, L) label compatibility mu (default Potts).
+    float64. w1, w2: bilateral / spatial weights, floats >= 0 (0 drops the kernel) or 0-d
+    tensors (used as given). compat: optional (L, L) label compatibility mu (default Potts).
     log_marginals: return ``log Q`` (a log-softmax, for an NLL loss) instead of Q.
     callback(it, q): after each update, q (B, L, H, W) detached.
     Gradients flow to unary, tensor w1 / w2 and compat.
@@ -382,7 +382,7 @@ def _solve(
         callback,
     )
     out = F.log_softmax(energy, 1) if log_marginals else F.softmax(energy, 1)
-    return _from_points(out, b, h, w)
+    return _from_points(out, b, h, w).contiguous()
 
 
 def _run_mean_field(
