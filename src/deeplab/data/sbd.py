@@ -133,10 +133,17 @@ class _MatStream:
         return out
 
     def skip(self, n: int) -> None:
-        while n > 0:
-            step = min(n, 1 << 20)
-            self.read(step)
-            n -= step
+        if self._zlib is None:
+            if n > len(self._data) - self._pos:
+                raise ValueError("truncated element")
+            self._pos += n
+            return
+        while n > 0:  # inflated a megabyte at a time and dropped, never held
+            if not self._out:
+                self._inflate(min(n, 1 << 20))
+            take = min(n, len(self._out))
+            del self._out[:take]
+            n -= take
 
     def _inflate(self, want: int) -> None:
         assert self._zlib is not None
