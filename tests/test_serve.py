@@ -284,7 +284,8 @@ def test_page_in_headless_chromium(
         driver.get(server.url + "/")
         wait.until(lambda d: d.find_elements(By.ID, "slider-w1"))
         assert "Network: deeplab-largefov-tiny" in driver.find_element(By.ID, "network").text
-        assert driver.find_element(By.ID, "warning").is_displayed()  # synthetic weights
+        warning = driver.find_element(By.ID, "warning")  # synthetic weights: say so
+        assert warning.is_displayed() and "deeplab convert" in warning.text
         driver.find_element(By.ID, "file").send_keys(str(scene))
 
         def src(name: str) -> str:

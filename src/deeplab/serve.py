@@ -50,7 +50,7 @@ from deeplab.crf import dense as crf_dense
 from deeplab.data.image_io import READ_FORMATS
 from deeplab.predict import Predictor, upsample_logits
 from deeplab.report import png_data_uri
-from deeplab.segment import NetworkInfo, overlay
+from deeplab.segment import NetworkInfo, overlay, real_weights_hint
 
 __all__ = ["SegmentService", "ServiceError", "create_app", "decode_image", "serve"]
 
@@ -311,6 +311,10 @@ def create_app(service: SegmentService, *, max_upload_bytes: int = DEFAULT_MAX_U
     def index() -> HTMLResponse:
         return HTMLResponse(PAGE)
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/app.js")
     def script() -> Response:
         return Response(SCRIPT, media_type="text/javascript")
@@ -324,6 +328,9 @@ def create_app(service: SegmentService, *, max_upload_bytes: int = DEFAULT_MAX_U
         return {
             "network": service.info.describe(),
             "weights_kind": service.info.kind,
+            "weights_hint": ""
+            if service.info.kind == "real"
+            else real_weights_hint(service.info.variant),
             "classes": list(service.info.class_names),
             "palette": _palette(len(service.info.class_names)),
             "defaults": service.default_crf.to_dict(),
@@ -529,10 +536,11 @@ async function start() {
   if (info.weights_kind !== "real") {
     const warning = $("warning");
     warning.hidden = false;
-    warning.textContent = info.weights_kind === "synthetic"
+    warning.textContent = (info.weights_kind === "synthetic"
       ? "These weights were trained on synthetic shapes, not on photographs: results on "
-        + "real images are meaningless. See `deeplab segment --help` for real weights."
-      : "These weights are untrained (random): results are meaningless.";
+        + "real images are meaningless."
+      : "These weights are untrained (random): results are meaningless.")
+      + "\n" + info.weights_hint;
   }
   showLegend(info);
   for (const [name, range] of Object.entries(info.sliders)) {
