@@ -3,6 +3,7 @@
     python benchmarks/crf_torch.py               # CPU (torch's default threads), CUDA if present
     python benchmarks/crf_torch.py --no-cuda     # CPU only
     python benchmarks/crf_torch.py --train       # also forward + backward (learnable CRF)
+    python benchmarks/crf_torch.py --threads 1   # one CPU thread (steadier on a busy machine)
 
 500x375 images, 21 labels, preset deeplab-largefov (10 mean-field iterations, normalise
 after), batches of 1, 4 and 16 through ``deeplab.crf.torch_backend.DenseCRF`` in inference
@@ -133,7 +134,10 @@ def _child_cpu_memory(batch: int, train: bool) -> None:
 
 
 def cpu_memory_per_image(batch: int, train: bool) -> float:
-    cmd = [sys.executable, __file__, "--child", str(batch), str(int(train))]
+    import torch
+
+    threads = str(torch.get_num_threads())
+    cmd = [sys.executable, __file__, "--child", str(batch), str(int(train)), threads]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"] / batch
 
@@ -151,7 +155,13 @@ def cuda_memory_per_image(fn, batch: int) -> float:
 
 # -- reports --------------------------------------------------------------------------------
 def numba_reference(repeats: int) -> float:
+    """Seconds of the numba backend on one image, with as many threads as torch uses."""
+    import numba
+    import torch
+
     from deeplab.crf import CRFParams, dense_crf_from_logits
+
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
     image, logits = make_image(0), make_logits(0)
     params = CRFParams.preset(PRESET)
@@ -204,12 +214,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="timed runs of batch 1")
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even if present")
     parser.add_argument("--train", action="store_true", help="also time forward + backward")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import torch
+
     if args.child:
+        torch.set_num_threads(int(args.child[2]))
         _child_cpu_memory(int(args.child[0]), bool(int(args.child[1])))
         return
-    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(
         f"torch {torch.__version__}; {WIDTH}x{HEIGHT}, {LABELS} labels, preset {PRESET} "
@@ -227,7 +242,10 @@ def main() -> None:
         if args.train:
             report(device, True, args.repeats)
     t = numba_reference(max(1, args.repeats // 2))
-    print(f"numba CPU backend (deeplab.crf.dense_crf_from_logits), one image: {t * 1e3:.0f} ms")
+    print(
+        f"numba CPU backend (deeplab.crf.dense_crf_from_logits), one image, "
+        f"{torch.get_num_threads()} threads: {t * 1e3:.0f} ms"
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end {load}")
 
