@@ -28,8 +28,12 @@ from deeplab.segment import shipped_weights
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("demo") / "tiny.safetensors"
-    save_model(build_model("deeplab-largefov-tiny", num_classes=6), path,
-               class_names=SYNTHETIC_CLASSES, source="test")  # fmt: skip
+    save_model(
+        build_model("deeplab-largefov-tiny", num_classes=6),
+        path,
+        class_names=SYNTHETIC_CLASSES,
+        source="test",
+    )
     return path
 
 
@@ -78,8 +82,23 @@ def _images(html: str) -> list[bytes]:
 
 def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--weights", str(weights), "--scenes", "3", "--panels",
-            "2", "--size", "64", "72", "--iterations", "4", "--no-progress"]  # fmt: skip
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        "--scenes",
+        "3",
+        "--panels",
+        "2",
+        "--size",
+        "64",
+        "72",
+        "--iterations",
+        "4",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert re.search(r"3 held-out scenes: mean IoU DCNN \d+\.\d\d%, DCNN\+CRF \d+\.\d\d%", printed)

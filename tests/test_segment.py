@@ -33,8 +33,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deeplab-largefov-tiny checkpoint with the synthetic classes (fresh weights)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(build_model("deeplab-largefov-tiny", num_classes=6), path,
-               class_names=SYNTHETIC_CLASSES, source="test")  # fmt: skip
+    save_model(
+        build_model("deeplab-largefov-tiny", num_classes=6),
+        path,
+        class_names=SYNTHETIC_CLASSES,
+        source="test",
+    )
     return path
 
 
@@ -69,8 +73,19 @@ def test_segment_command_writes_outputs_and_reports_failures(
     images: Path, weights: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "out"
-    argv = ["segment", str(images), str(tmp_path / "nowhere.png"), "--out", str(out),
-            "--weights", str(weights), "--save-probs", "--iterations", "3", "--no-progress"]  # fmt: skip
+    argv = [
+        "segment",
+        str(images),
+        str(tmp_path / "nowhere.png"),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        "--save-probs",
+        "--iterations",
+        "3",
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "trained on synthetic shapes" in err and "deeplab convert" in err
@@ -95,8 +110,15 @@ def test_segment_refuses_images_too_large_for_memory(
 
     monkeypatch.setattr(dense, "available_memory", lambda: 10_000)
     out = tmp_path / "out"
-    argv = ["segment", str(images / "img0.png"), "--out", str(out), "--weights", str(weights),
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "segment",
+        str(images / "img0.png"),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "too large" in err and "GiB" in err and "needs about" in err
@@ -107,8 +129,15 @@ def test_segment_refuses_images_too_large_for_memory(
 
 
 def test_segment_never_overwrites_its_inputs(images: Path, weights: Path, capsys) -> None:
-    argv = ["segment", str(images / "img0.png"), "--out", str(images), "--weights", str(weights),
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "segment",
+        str(images / "img0.png"),
+        "--out",
+        str(images),
+        "--weights",
+        str(weights),
+        "--no-progress",
+    ]
     before = (images / "img0.png").read_bytes()
     assert main(argv) == 1
     assert "would overwrite an input" in capsys.readouterr().err
