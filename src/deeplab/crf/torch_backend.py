@@ -545,14 +545,16 @@ class DenseCRF(nn.Module):
     ``w = softplus(raw)`` so they stay > 0 without clamping dead gradients (initial
     weights must then be > 0); otherwise fixed buffers ``w1``, ``w2``. The theta_* are
     fixed buffers. ``learn_compat`` adds a learnable (L, L) label compatibility ``compat``
-    (needs ``num_labels``), initialised to Potts ``1 - I`` (identical to no matrix), or to
-    ``compat`` if given. ``iterations`` (default: the params') runs at eval time,
-    ``train_iterations`` (default: the same) in training mode.
+    (needs ``num_labels``), initialised to Potts ``1 - I`` (the same model as no matrix:
+    the constant it adds per pixel cancels), or to ``compat`` if given. ``iterations``
+    (default: the params') runs at eval time, ``train_iterations`` (default: the same) in
+    training mode.
 
     forward(images, logits=None, *, unary=None, iterations=None, log=False):
 
     - images: (B, 3, H, W) RGB, uint8 or float in 0..255 (the original photo, not the
-      network's mean-subtracted BGR input); no gradient.
+      network's mean-subtracted BGR input: from that, ``(x + mean_bgr[:, None, None])
+      .flip(1)`` with ``deeplab.data.MEAN_BGR``); no gradient.
     - logits: (B, L, H, W) network scores (unary ``-logits``), or ``unary=`` energies
       ``-log P``; float32 (or float64), on the images' device.
     - lists of (3, H, W) images and (L, H, W) scores of different sizes give a list of
