@@ -33,6 +33,8 @@ _PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
 # wrapped silently like the reference's int16 keys.
 MAX_LATTICE_COORD = 2**24
 CHUNK = 1024
+# Lattice values (rows x labels) below which the blur runs on one thread.
+SERIAL_BLUR_LIMIT = 1 << 18
 # Points per block of the fused mean-field pass (its scratch stays in L1).
 BLOCK = 64
 
@@ -511,6 +513,16 @@ def meanfield_pass(
                     _scatter_row(buf, offsets, splat_w, lo + b, qb[b])
 
 
+@nb.njit(**{**_JIT, "fastmath": True})
+def _blur_axis(src, dst, nbrs, axis, lo, hi):
+    c = src.shape[1]
+    for v in range(lo, hi):
+        a = nbrs[axis, v, 0]
+        b = nbrs[axis, v, 1]
+        for j in range(c):
+            dst[v, j] = src[v, j] + _HALF * (src[a, j] + src[b, j])
+
+
 @nb.njit(**_PAR)
 def blur(first, second, nbrs, reverse):
     """Blur along every lattice axis with weights (1/2, 1, 1/2), ping-ponging buffers.
@@ -524,14 +536,16 @@ def blur(first, second, nbrs, reverse):
     c = first.shape[1]
     src = first
     dst = second
+    # Each axis is a parallel region ending in a barrier: for small lattices the barrier
+    # costs more than the work, and far more when another process holds a core.
+    parallel = m * c >= SERIAL_BLUR_LIMIT
     for step in range(d1):
         axis = d1 - 1 - step if reverse else step
-        for ch in nb.prange((m + CHUNK - 1) // CHUNK):
-            for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
-                a = nbrs[axis, v, 0]
-                b = nbrs[axis, v, 1]
-                for j in range(c):
-                    dst[v, j] = src[v, j] + _HALF * (src[a, j] + src[b, j])
+        if parallel:
+            for ch in nb.prange((m + CHUNK - 1) // CHUNK):
+                _blur_axis(src, dst, nbrs, axis, ch * CHUNK, min(m, (ch + 1) * CHUNK))
+        else:
+            _blur_axis(src, dst, nbrs, axis, 0, m)
         for j in range(c):
             dst[m, j] = 0.0
         src, dst = dst, src
