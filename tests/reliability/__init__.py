@@ -1,0 +1,1 @@
+"""Reliability and security: fuzzed parsers, untrusted files, interrupted work, memory bounds."""
