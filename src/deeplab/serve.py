@@ -190,7 +190,12 @@ class SegmentService:
             start = time.perf_counter()
             h, w = entry.image.shape[:2]
             full = upsample_logits(entry.logits, (h, w)).numpy()
-            q = dense_crf_from_logits(entry.image, full, params)
+            try:
+                q = dense_crf_from_logits(entry.image, full, params)
+            except ValueError as exc:  # valid fields the CRF cannot use, e.g. theta 1e-30
+                raise ServiceError(
+                    422, f"the CRF cannot run with these parameters: {exc}"
+                ) from None
             labels = np.asarray(q.argmax(0), dtype=np.uint8)
             self.crf_runs += 1
             runs = self.crf_runs
@@ -225,7 +230,7 @@ def _params_from_json(body: Any, base: CRFParams) -> CRFParams:
     try:
         values = {k: (int(v) if k == "iterations" else v) for k, v in body.items()}
         return base.replace(**values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise ServiceError(422, f"invalid CRF parameters: {exc}") from None
 
 
@@ -372,7 +377,7 @@ def create_app(service: SegmentService, *, max_upload_bytes: int = DEFAULT_MAX_U
             raise ServiceError(413, "CRF parameters: the request is too large")
         try:
             body = json.loads(raw or b"{}")
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also bytes that are not UTF-8, deep nesting
             raise ServiceError(400, "CRF parameters must be JSON") from None
         params = _params_from_json(body, service.default_crf)
         return await run_in_threadpool(service.run_crf, image_id, params)
