@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -34,10 +35,14 @@ CRF = CRFParams(w1=4, theta_alpha=12, theta_beta=8, iterations=5)
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
+    # One thread for torch and numba: fast and reproducible on a shared CPU (spinning
+    # thread pools are ~10x slower there); restored for the other test modules.
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
 
 
 class ColourStub(nn.Module):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numba
 import numpy as np
 import pytest
 import torch
@@ -13,12 +16,15 @@ from deeplab.predict import Predictor, crf_labels, pad_input, padded_size, upsam
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Fast and reproducible on a shared CPU; restored for the other test modules.
-    before = torch.get_num_threads()
+def _one_thread() -> Iterator[None]:
+    # One thread for torch and numba: fast and reproducible on a shared CPU (spinning
+    # thread pools are ~10x slower there); restored for the other test modules.
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
 
 
 class CellStub(nn.Module):

@@ -79,14 +79,6 @@ class DistContext:
         dist.all_gather(out, t)
         return [o.to(tensor.device) for o in out]
 
-    def broadcast_object_flag(self, flag: bool) -> bool:
-        """Rank 0's boolean, on every process (e.g. "stop now")."""
-        if not self.distributed:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self._comm_device())
-        dist.broadcast(t, src=0)
-        return bool(t.item())
-
     def barrier(self) -> None:
         if self.distributed:
             if dist.get_backend() == "nccl":

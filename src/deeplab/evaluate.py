@@ -210,9 +210,13 @@ class _Scorer:
         while self.pending:
             yield self.pending.popleft().get()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Wait for the workers to exit; ``failed``: stop them without finishing the queue."""
         if self.pool is not None:
-            self.pool.close()
+            if failed:
+                self.pool.terminate()
+            else:
+                self.pool.close()
             self.pool.join()
             self.pool = None
 
@@ -361,6 +365,7 @@ def _run(
     widths = DEFAULT_WIDTHS if trimap else None
     crf_dict = None if crf is None else crf.to_dict()
     scorer = _Scorer(workers)
+    failed = True
     try:
         for i in indices:
             sample = dataset[i]
@@ -374,8 +379,9 @@ def _run(
             acc.add(scores)
             if progress is not None:
                 progress(acc.count)
+        failed = False
     finally:
-        scorer.close()
+        scorer.close(failed)
     acc.reduce(ctx)
     return acc.result(crf, time.perf_counter() - start)
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numba
 import pytest
 import torch
 
@@ -19,9 +20,11 @@ DATA = ["--synthetic-count", "3", "--synthetic-size", "48", "48", "--threads", "
 
 @pytest.fixture(autouse=True)
 def _restore_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
+    # --threads 1 sets torch's and numba's thread counts for the process: put them back.
+    before = torch.get_num_threads(), numba.get_num_threads()
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
 
 
 @pytest.fixture

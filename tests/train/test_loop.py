@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from deeplab.data import SYNTHETIC_CLASSES
-from deeplab.models import load_model
-from deeplab.train import DataSpec, Recipe, load_latest, read_log, train
+from deeplab.models import build_model, load_model, save_model
+from deeplab.train import DataSpec, Recipe, initial_model, load_latest, read_log, train
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -116,3 +116,23 @@ def test_diverging_runs_stop_with_a_clear_error(
 ) -> None:
     with pytest.raises(ValueError, match="diverged"):
         train(tiny_recipe(iterations=30, lr=1e4), tiny_data, tmp_path / "run")
+
+
+def test_init_from_weights_with_another_class_count_keeps_a_fresh_classifier(
+    tmp_path: Path, tiny_recipe: Callable[..., Recipe]
+) -> None:
+    torch.manual_seed(3)
+    source = build_model("deeplab-largefov-tiny", num_classes=21)
+    with torch.no_grad():
+        source.fc8.weight.add_(1.0)
+    save_model(source, tmp_path / "voc.safetensors")
+    torch.manual_seed(0)
+    model = initial_model(tiny_recipe(init=str(tmp_path / "voc.safetensors")), 6)
+    mine, theirs = model.state_dict(), source.state_dict()
+    for key in mine:
+        if key.startswith("fc8."):
+            assert mine[key].shape[0] == 6 and mine[key].abs().max() < 0.5  # fresh N(0, 0.01)
+        else:
+            assert torch.equal(mine[key], theirs[key]), key
+    with pytest.raises(FileNotFoundError, match="--init none"):
+        initial_model(tiny_recipe(init=str(tmp_path / "missing.safetensors")), 6)

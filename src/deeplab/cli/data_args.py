@@ -63,12 +63,17 @@ def data_spec_from_args(
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="torch CPU threads per process (1 is much faster on a busy machine)",
+        help="CPU threads per process for torch and the CRF (1 is much faster on a busy "
+        "machine)",
     )  # fmt: skip
 
 
 def apply_threads(args: argparse.Namespace) -> None:
+    """--threads for torch and for the CRF's numba kernels (spinning thread pools on a
+    loaded machine can be 10x slower than one thread)."""
     if getattr(args, "threads", None):
+        import numba
         import torch
 
         torch.set_num_threads(int(args.threads))
+        numba.set_num_threads(max(1, min(int(args.threads), numba.config.NUMBA_NUM_THREADS)))

@@ -53,11 +53,13 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def truncate_log(path: str | os.PathLike[str], last_iteration: int) -> int:
     """Keep only records with ``iteration <= last_iteration`` (rewritten atomically);
     returns how many were dropped."""
+    if not Path(path).is_file():
+        return 0
     records = read_log(path)
     kept = [r for r in records if int(r.get("iteration", 0)) <= last_iteration]
-    if len(kept) != len(records) or Path(path).is_file():
-        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept)
-        atomic_write_bytes(path, text.encode())
+    # Rewritten even when nothing is dropped: that also removes a damaged last line.
+    text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept)
+    atomic_write_bytes(path, text.encode())
     return len(records) - len(kept)
 
 

@@ -431,7 +431,11 @@ def _train(
             model,
             model_path,
             source=f"deeplab train ({recipe.iterations} iterations, seed {recipe.seed})",
-            extra={"recipe": json.dumps(recipe.to_dict()), "final_loss": f"{last_loss}"},
+            extra={
+                "recipe": json.dumps(recipe.to_dict()),
+                "data": json.dumps(data_record),
+                "final_loss": f"{last_loss}",
+            },
         )
         records = read_log(run_dir / LOG_NAME)
         if records:
