@@ -78,7 +78,7 @@ def test_search_report_and_best_params_round_trip(tmp_path: Path, logits: Path, 
     assert result["with_crf"]["mean_iou"] == pytest.approx(report["mean_iou"])
     assert result["without_crf"]["mean_iou"] == pytest.approx(report["no_crf"]["mean_iou"])
 
-    # So does `crf`, from the best-params file and from the ranking file.
+    # So do `crf` and `segment`, from the best-params file and from the ranking file.
     scene = SyntheticScenes(1, size=(48, 48), seed=1)[0]
     image, coarse = tmp_path / "scene.png", tmp_path / "coarse.png"
     Image.fromarray(scene.image).save(image)
@@ -88,6 +88,11 @@ def test_search_report_and_best_params_round_trip(tmp_path: Path, logits: Path, 
         assert main(["crf", str(image), "--labels", str(coarse), "--crf", str(crf),
                      "--out", str(refined)]) == 0  # fmt: skip
         assert refined.is_file()
+        segmented = tmp_path / f"segment_{crf.stem}"
+        assert main(["segment", str(image), "--weights", str(tmp_path / "m.safetensors"),
+                     "--crf", str(crf), "--out", str(segmented), "--no-overlay",
+                     "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+        assert (segmented / "scene.png").is_file()
 
 
 def test_options_and_errors(tmp_path: Path, logits: Path, capsys) -> None:
