@@ -339,3 +339,16 @@ def test_worker_pool_agrees_with_inline(
     pooled, _ = tune_crf(folder, scenes, tmp_path / "b", space, rounds=0, reference=None, workers=2)
     assert _table(tmp_path / "a") == _table(tmp_path / "b")
     assert pooled.best.key == inline.best.key
+
+
+@pytest.mark.slow
+def test_worker_that_cannot_load_reports_why(
+    tmp_path: Path, saved: tuple[Path, SyntheticScenes]
+) -> None:
+    # Pool initializers that raise are respawned forever: the error must reach the caller.
+    _, scenes = saved
+    space = SearchSpace(w1=Range(3, 3), theta_alpha=Range(10, 10), theta_beta=Range(5, 5))
+    other = tmp_path / "other"
+    save_logits(other, "scene_000000", np.zeros((6, 13, 13), np.float32), (90, 96), (97, 97))
+    with pytest.raises(ValueError, match="saved scores are for"):
+        search(other, scenes, tmp_path / "c", space, rounds=0, workers=1)

@@ -409,6 +409,7 @@ class _Images:
 
 
 _WORKER: _Images | None = None
+_WORKER_ERROR: Exception | None = None
 
 
 def _init_worker(
@@ -420,11 +421,18 @@ def _init_worker(
 
     numba.set_num_threads(1)
     torch.set_num_threads(1)
-    global _WORKER
-    _WORKER = _Images.load(dataset, folder, picks, num_classes)
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = _Images.load(dataset, folder, picks, num_classes)
+    except Exception as exc:
+        # Raising here would make the pool respawn the worker forever; the first task
+        # re-raises it in the parent instead.
+        _WORKER_ERROR = exc
 
 
 def _worker_task(task: tuple[str, dict[str, Any] | None, int]) -> tuple[str, int, np.ndarray]:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     assert _WORKER is not None, "worker used before its initializer ran"
     return _WORKER.score(task)
 
