@@ -156,3 +156,25 @@ def test_shipped_checkpoint_gains_from_the_crf(tmp_path: Path) -> None:
     assert ev.crf is not None
     assert ev.mean_iou > 0.5  # trained, not guessing the background
     assert ev.crf.mean_iou() > ev.mean_iou
+
+
+def test_train_recipe_and_size_come_from_the_shipped_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deeplab.demo import FALLBACK_RECIPE, demo_recipe, shipped_training
+
+    monkeypatch.setattr(demo, "shipped_weights", lambda: None)
+    assert shipped_training() == (FALLBACK_RECIPE, (128, 128))
+    recorded = {**FALLBACK_RECIPE, "lr": 0.02, "iterations": 1000, "lr_step": 800}
+    path = tmp_path / "shipped.safetensors"
+    save_model(
+        build_model("deeplab-largefov-tiny", num_classes=6),
+        path,
+        class_names=SYNTHETIC_CLASSES,
+        extra={"recipe": json.dumps(recorded), "data": json.dumps({"synthetic_size": [96, 80]})},
+    )
+    monkeypatch.setattr(demo, "shipped_weights", lambda: path)
+    assert shipped_training() == (recorded, (96, 80))
+    recipe = demo_recipe()
+    assert (recipe.lr, recipe.iterations, recipe.lr_step, recipe.crop) == (0.02, 1000, 800, 129)
+    assert demo_recipe(500).lr_step == 400  # the step moves with the run's length

@@ -28,19 +28,21 @@ from deeplab.data import IGNORE_INDEX, SyntheticScenes
 from deeplab.data.image_io import save_png
 from deeplab.data.synthetic import SYNTHETIC_CLASSES
 from deeplab.evaluate import EvalResult, evaluate
-from deeplab.models import DeepLab, load_model
+from deeplab.models import DeepLab, load_checkpoint, load_model
 from deeplab.predict import Predictor
 from deeplab.report import Figure, ReportData, ScenePanel, write_report
 from deeplab.segment import SHIPPED_MODEL, SHIPPED_WEIGHTS, shipped_crf_params, shipped_weights
 
 __all__ = [
     "BELIEF_ITERATIONS",
+    "FALLBACK_RECIPE",
     "DemoOptions",
     "DemoResult",
     "demo_recipe",
     "main_class",
     "run_demo",
     "scene_panel",
+    "shipped_training",
     "train_demo_model",
 ]
 
@@ -60,19 +62,19 @@ class DemoOptions:
     """What the demo runs on.
 
     ``size``: (H, W) of the scenes, those trained on (seed 0) and those scored (``seed``);
-    the shipped checkpoint was trained on 128x128 scenes. ``weights``: a checkpoint, or
+    None: the size the shipped checkpoint was trained on (128x128). ``weights``: a checkpoint, or
     None for the shipped one (ignored with ``train``). ``crf``: CRF parameters, or None for
-    the tuned ones shipped with the checkpoint (else the ``deeplab-largefov`` preset).
-    ``train_iterations``: SGD iterations of ``train``.
+    the ones tuned for the shipped checkpoint (else the ``deeplab-largefov`` preset).
+    ``train_iterations``: SGD iterations of ``train`` (None: the shipped checkpoint's).
     """
 
     scenes: int = 100
     seed: int = HELD_OUT_SEED
-    size: tuple[int, int] = (128, 128)
+    size: tuple[int, int] | None = None
     panels: int = 4
     weights: Path | None = None
     train: bool = False
-    train_iterations: int = 2200
+    train_iterations: int | None = None
     crf: CRFParams | None = None
     workers: int = 0
 
@@ -89,48 +91,84 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def demo_recipe(iterations: int) -> Any:
-    """The recipe ``--train`` uses: the shipped checkpoint's
-    (``configs/deeplab-largefov-tiny-synthetic.json``, 2200 iterations), scaled to
-    ``iterations``. ``deeplab-largefov-tiny`` from scratch on 129x129 crops, batch 8, SGD
-    at lr 0.01 (1x for the classifier, 0.003x for conv1_1, which reads raw 0..255 pixels),
-    dropping 10x after 17/22 of the run. Much shorter runs (1000 iterations) still predict
-    only the background."""
+# The shipped checkpoint's recipe and training data (configs/deeplab-largefov-tiny-synthetic.json),
+# for a package that lacks the checkpoint, which otherwise records both in its metadata.
+FALLBACK_RECIPE: dict[str, Any] = {
+    "model": SHIPPED_MODEL,
+    "init": None,
+    "iterations": 2200,
+    "batch": 8,
+    "crop": 129,
+    "lr": 0.01,
+    "classifier_lr_mult": 1.0,
+    "input_lr_mult": 0.003,
+    "lr_step": 1700,
+    "log_every": 20,
+    "workers": 0,
+}
+DEFAULT_SIZE = (128, 128)
+
+
+def shipped_training() -> tuple[dict[str, Any], tuple[int, int]]:
+    """(recipe fields, scene size) the shipped checkpoint was trained with, as its metadata
+    records them; :data:`FALLBACK_RECIPE` and :data:`DEFAULT_SIZE` where it does not."""
+    recipe, size = dict(FALLBACK_RECIPE), DEFAULT_SIZE
+    path = shipped_weights()
+    if path is None:
+        return recipe, size
+    _, meta = load_checkpoint(path)
+    try:
+        recipe = dict(json.loads(meta.extra["recipe"]))
+    except (KeyError, ValueError, TypeError):
+        log.info("%s records no recipe; --train uses the built-in one", path)
+    try:
+        h, w = json.loads(meta.extra["data"])["synthetic_size"]
+        size = (int(h), int(w))
+    except (KeyError, ValueError, TypeError):
+        log.info("%s records no scene size; assuming %dx%d", path, *DEFAULT_SIZE)
+    return recipe, size
+
+
+def demo_recipe(iterations: int | None = None) -> Any:
+    """The recipe ``--train`` uses: the shipped checkpoint's (:func:`shipped_training`), so
+    that ``deeplab demo --train`` retrains it, optionally for another number of
+    ``iterations`` (the learning-rate step moves in proportion). Its first version was
+    ``deeplab-largefov-tiny`` from scratch on 129x129 crops, batch 8, SGD at lr 0.01 (1x for
+    the classifier, 0.003x for conv1_1, which reads raw 0..255 pixels), 2200 iterations with
+    a 10x drop at 1700; much shorter runs (1000 iterations) predict only the background."""
     from deeplab.train import resolve_recipe
 
-    return resolve_recipe(
-        SHIPPED_MODEL,
-        overrides={
-            "init": None,
-            "iterations": iterations,
-            "batch": 8,
-            "crop": 129,
-            "lr": 0.01,
-            "classifier_lr_mult": 1.0,
-            "input_lr_mult": 0.003,
-            "lr_step": max(1, round(iterations * 17 / 22)),
-            "checkpoint_every": max(1, iterations),
-            "log_every": 20,
-            "workers": 0,
-        },
+    fields, _ = shipped_training()
+    total = int(fields.get("iterations", FALLBACK_RECIPE["iterations"]))
+    n = total if iterations is None else int(iterations)
+    step = int(fields.get("lr_step", total))
+    fields.update(
+        model=SHIPPED_MODEL,
+        iterations=n,
+        lr_step=max(1, round(step * n / total)),
+        checkpoint_every=max(1, n),  # one checkpoint, at the end: nothing to resume here
     )
+    return resolve_recipe(SHIPPED_MODEL, overrides=fields)
 
 
 def train_demo_model(
     run_dir: Path,
-    iterations: int,
-    size: tuple[int, int] = (128, 128),
+    iterations: int | None = None,
+    size: tuple[int, int] = DEFAULT_SIZE,
     progress: Progress | None = None,
 ) -> tuple[DeepLab, Path]:
-    """Train ``deeplab-largefov-tiny`` on synthetic scenes (seed 0) into ``run_dir``."""
+    """Train ``deeplab-largefov-tiny`` on synthetic scenes (seed 0) of ``size`` into
+    ``run_dir`` with :func:`demo_recipe`."""
     from deeplab.train import DataSpec, train
+
+    recipe = demo_recipe(iterations)
 
     def callback(event: dict[str, Any]) -> None:
         if progress is not None and event["event"] == "step":
-            progress("train", int(event["iteration"]), iterations)
+            progress("train", int(event["iteration"]), recipe.iterations)
 
     result = train(
-        demo_recipe(iterations),
+        recipe,
         DataSpec(kind="synthetic", synthetic_seed=0, synthetic_size=size),
         run_dir,
         device="cpu",
@@ -204,10 +242,10 @@ def run_demo(
     out = Path(out_dir)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    size = opts.size or shipped_training()[1]
     if opts.train:
-        model, weights = train_demo_model(out / "train", opts.train_iterations, opts.size, progress)
+        model, weights = train_demo_model(out / "train", opts.train_iterations, size, progress)
         seconds["train"] = time.perf_counter() - start
-        tuned = None
     else:
         found = opts.weights if opts.weights is not None else shipped_weights()
         if found is None:
@@ -217,10 +255,9 @@ def run_demo(
             )
         weights = Path(found)
         model = load_model(weights).eval()
-        tuned = shipped_crf_params() if opts.weights is None else None
-    params = opts.crf or tuned or CRFParams.preset("deeplab-largefov")
+    params = opts.crf or shipped_crf_params() or CRFParams.preset("deeplab-largefov")
     class_names = tuple(model.class_names) or SYNTHETIC_CLASSES
-    scenes = SyntheticScenes(opts.scenes, size=opts.size, seed=opts.seed)
+    scenes = SyntheticScenes(opts.scenes, size=size, seed=opts.seed)
     if tuple(scenes.class_names) != class_names:
         raise ValueError(
             f"{weights} predicts {class_names}, the synthetic scenes have {scenes.class_names}"
@@ -270,8 +307,7 @@ def run_demo(
         ("weights", f"{weights}" + (" (trained by this run)" if opts.train else "")),
         (
             "scenes",
-            f"{opts.scenes} held-out synthetic scenes, seed {opts.seed}, "
-            f"{opts.size[0]}x{opts.size[1]}",
+            f"{opts.scenes} held-out synthetic scenes, seed {opts.seed}, {size[0]}x{size[1]}",
         ),
         ("CRF", json.dumps(params.to_dict())),
         (

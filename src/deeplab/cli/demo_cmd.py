@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--size",
         type=int,
         nargs=2,
-        default=(128, 128),
+        default=None,
         metavar=("H", "W"),
-        help="scene size (default 128 128, what the shipped checkpoint was trained on)",
+        help="scene size (default: what the shipped checkpoint was trained on, 128 128)",
     )
     p.add_argument("--panels", type=int, default=4, help="scenes shown in the report")
     p.add_argument(
@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-iterations",
         type=int,
-        default=2200,
-        help="SGD iterations of --train (default 2200, the shipped checkpoint's: about 10 "
+        default=None,
+        help="SGD iterations of --train (default: the shipped checkpoint's, 2200, about 10 "
         "minutes on 2 cores; 1000 is not enough to get past the background)",
     )
     p.add_argument("--workers", type=int, default=0, help="CRF worker processes (0: inline)")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         scenes=args.scenes,
         seed=args.seed,
-        size=(args.size[0], args.size[1]),
+        size=None if args.size is None else (args.size[0], args.size[1]),
         panels=args.panels,
         weights=args.weights,
         train=args.train,
