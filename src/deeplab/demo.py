@@ -275,7 +275,7 @@ def run_demo(
     seconds["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    method = "DeepLab-LargeFOV-tiny"
+    method = "DCNN"  # the trimap legend then matches the report table (DCNN, DCNN-CRF)
     info = {"model": SHIPPED_MODEL, "weights": str(weights), "data": f"synthetic seed {opts.seed}"}
     paths = result.write(out, method, **info)
     predictor = Predictor(model)
