@@ -75,5 +75,6 @@ def apply_threads(args: argparse.Namespace) -> None:
         import numba
         import torch
 
-        torch.set_num_threads(int(args.threads))
         numba.set_num_threads(max(1, min(int(args.threads), numba.config.NUMBA_NUM_THREADS)))
+        # After numba: launching its OpenMP pool resets torch's thread count to all cores.
+        torch.set_num_threads(int(args.threads))
