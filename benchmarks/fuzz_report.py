@@ -58,6 +58,22 @@ def table(tallies: list[Tally]) -> str:
     return "\n".join(lines)
 
 
+def caffe_memory_table(size: int) -> str:
+    """Peak Python allocation and time of the .caffemodel reader on hostile files of about
+    ``size`` bytes (tests/reliability/adversarial.py)."""
+    from reliability.adversarial import FAMILIES, measure
+
+    head = ["hostile .caffemodel", "bytes", "peak / input", "seconds", "outcome"]
+    lines = [_row(head), _row(["---", "---:", "---:", "---:", "---"])]
+    for family in FAMILIES:
+        m = measure(family, size)
+        outcome = m.outcome if len(m.outcome) <= 60 else m.outcome[:57] + "..."
+        lines.append(
+            _row([family, str(m.size), f"{m.peak / m.size:.2f}", f"{m.seconds:.2f}", outcome])
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -73,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         "--in-process", action="store_true", help="no worker subprocesses (faster, no isolation)"
     )
     p.add_argument("--json", type=Path, help="also write the tallies here")
+    p.add_argument(
+        "--caffe-size",
+        type=int,
+        default=2**20,
+        help="size of the hostile .caffemodel files measured after the fuzzing (0: skip)",
+    )
     args = p.parse_args(argv)
 
     tallies = []
@@ -104,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nCrashes of {t.target} (first {len(t.samples)}):")
         for sample in t.samples:
             print(f"  - {sample[:600]}")
+    if args.caffe_size:
+        print(f"\nThe .caffemodel reader on hostile files of about {args.caffe_size} bytes:\n")
+        print(caffe_memory_table(args.caffe_size))
     if args.json is not None:
         args.json.write_text(json.dumps([t.to_dict() for t in tallies], indent=2) + "\n")
     return 1 if crashed else 0

@@ -36,11 +36,15 @@ def _one_numba_thread() -> Iterator[None]:
     # to be scheduled: a 6 x 7 CRF took 110 ms with two threads, 0.7 ms with one. These
     # tests run thousands of tiny CRFs; results do not depend on the thread count.
     import numba
+    import torch
 
-    before = numba.get_num_threads()
+    before, torch_threads = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(1)
+    # Launching numba's OpenMP pool resets torch's thread count: put it back.
+    torch.set_num_threads(torch_threads)
     yield
     numba.set_num_threads(before)
+    torch.set_num_threads(torch_threads)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

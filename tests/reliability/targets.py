@@ -8,6 +8,7 @@ inputs each; ``benchmarks/fuzz_report.py`` runs thousands.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import math
@@ -872,6 +873,125 @@ PYDENSECRF = Target(
     risky=True,
 )
 
+# -- the web demo's API -----------------------------------------------------------------
+
+SERVE_MAX_UPLOAD = 64 * 1024
+
+
+@cache
+def _serve_client() -> tuple[Any, str]:
+    """A TestClient on the demo app (untrained deeplab-largefov-tiny, 3 classes, 64 kB
+    uploads) and the id of one uploaded image."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from deeplab.segment import load_network
+    from deeplab.serve import SegmentService, create_app
+
+    torch.manual_seed(0)
+    net = load_network("deeplab-largefov-tiny", "none", num_classes=3)
+    service = SegmentService(net.model, net.info, cache_size=4, max_pixels=200_000)
+    client = TestClient(create_app(service, max_upload_bytes=SERVE_MAX_UPLOAD))
+    image = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    answer = client.post("/api/images", content=_encode(Image.fromarray(image), "PNG"))
+    assert answer.status_code == 200, answer.text
+    return client, answer.json()["id"]
+
+
+def _multipart(parts: tuple[bytes, bytes, str]) -> tuple[bytes, str]:
+    """(body, content type) of a form with the image under ``name``, sometimes mangled."""
+    data, boundary, name = parts
+    body = (
+        b"--"
+        + boundary
+        + b"\r\n"
+        + f'Content-Disposition: form-data; name="{name}"; filename="x.png"'.encode()
+        + b"\r\nContent-Type: image/png\r\n\r\n"
+        + data
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
+    return body, "multipart/form-data; boundary=" + boundary.decode("latin-1")
+
+
+def _serve_requests() -> st.SearchStrategy[tuple[Any, ...]]:
+    content_types = st.sampled_from(
+        (
+            "image/png",
+            "",
+            "application/octet-stream",
+            "multipart/form-data",
+            "multipart/form-data; boundary=",
+            "text/plain; charset=utf-8",
+        )
+    )
+    raw = st.tuples(st.just("upload"), IMAGE_INPUTS, content_types)
+    boundaries = st.sampled_from((b"xyz", b"-----", b"a" * 70, b"\xff\xfe", b""))
+    forms = st.tuples(IMAGE_INPUTS, boundaries, st.sampled_from(("file", "image", ""))).map(
+        _multipart
+    )
+    multipart = forms.flatmap(
+        lambda f: st.tuples(st.just("upload"), mutated([f[0]]) | st.just(f[0]), st.just(f[1]))
+    )
+    big = st.integers(SERVE_MAX_UPLOAD - 8, SERVE_MAX_UPLOAD + 64).map(
+        lambda n: ("upload", b"\x89PNG" + b"\0" * n, "image/png")
+    )
+    fields = {
+        k: st.one_of(
+            st.integers(-2, 60), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4)
+        )
+        for k in ("w1", "theta_alpha", "theta_beta", "w2", "theta_gamma", "iterations")
+    }
+    fields["normalization"] = st.sampled_from(("after", "symmetric", "none", "sideways"))
+    params = st.one_of(
+        json_documents(fields, {"w1": 4.0, "iterations": 3}),
+        # Nesting deep enough for a RecursionError yet under the endpoint's 4 kB cap.
+        st.integers(500, 2000).map(lambda n: b"[" * n + b"]" * n),
+        st.sampled_from((1e-300, 1e-6, 1e6)).map(lambda t: json.dumps({"theta_beta": t}).encode()),
+    )
+    ids = st.sampled_from(("valid", "valid", "unknown", "..%2F..%2Fetc"))
+    crf = st.tuples(st.just("crf"), params, ids)
+    return st.one_of(raw, multipart, big, crf)
+
+
+class RefusedError(ValueError):
+    """A 4xx answer with a message: the API's clear error."""
+
+
+def _serve_call(value: tuple[Any, ...], _: Path) -> Any:
+    client, image_id = _serve_client()
+    if value[0] == "upload":
+        _, body, content_type = value
+        headers = {"content-type": content_type} if content_type else {}
+        response = client.post("/api/images", content=body, headers=headers)
+    else:
+        _, body, which = value
+        target = image_id if which == "valid" else which
+        response = client.post(f"/api/images/{target}/crf", content=body)
+    if response.status_code in (400, 404, 413, 415, 422):
+        detail = response.json().get("detail")
+        if isinstance(detail, str) and detail:
+            raise RefusedError(f"HTTP {response.status_code}: {detail}")
+    return response
+
+
+def _check_serve(_: Any, response: Any) -> None:
+    # Any answer that is not a refusal with a message must be a complete 200.
+    assert response.status_code == 200, f"HTTP {response.status_code}: {response.text[:300]}"
+    body = response.json()
+    assert body.get("crf", "").startswith("data:image/png;base64,"), sorted(body)
+
+
+SERVE_API = Target(
+    "serve-api",
+    "serve: POST /api/images (raw and multipart uploads) and /api/images/{id}/crf (JSON)",
+    _serve_requests(),
+    _serve_call,
+    _check_serve,
+    risky=True,
+)
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -891,6 +1011,9 @@ TARGETS: dict[str, Target] = {
     )
 }
 """Every fuzz target by name, in report order."""
+# The web demo is an optional extra (fastapi; its TestClient needs httpx).
+if importlib.util.find_spec("fastapi") and importlib.util.find_spec("httpx"):
+    TARGETS[SERVE_API.name] = SERVE_API
 
 
 # -- the engine's own checks ----------------------------------------------------------------
