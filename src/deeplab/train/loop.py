@@ -318,8 +318,10 @@ def _train(
         _restore_rng(state, ctx)
         start = state.iteration
         log.info("resuming %s at iteration %d", run_dir, start)
-        if ctx.is_main:
-            truncate_log(run_dir / LOG_NAME, start)
+    if ctx.is_main:
+        # Records past the start will be redone; also those of a run that was killed
+        # before its first checkpoint (start 0).
+        truncate_log(run_dir / LOG_NAME, start)
     stop = recipe.iterations if stop_at is None else min(max(stop_at, start), recipe.iterations)
 
     net: torch.nn.Module = model
