@@ -159,7 +159,7 @@ def test_five_kills_at_random_points_then_the_uninterrupted_weights(tmp_path: Pa
     iterations = 48
     config, run = _setup(tmp_path, iterations)
     kills = []
-    targets = sorted(rng.sample(range(1, iterations - 2), 5))
+    targets = sorted(rng.sample(range(1, iterations - 6), 5))
     for n, target in enumerate(targets):
         at = _kill_at(_command(config, run, n > 0), run, target, rng)
         assert at is not None, f"run {n} finished before its kill at {target} (seed {seed})"
