@@ -176,3 +176,11 @@ def test_invalid_recipes_are_rejected() -> None:
 def test_shipped_configs_are_the_paper_recipes(name: str) -> None:
     path = CONFIGS / f"{name}.json"
     assert resolve_recipe(config=path) == recipe_for(name)
+
+
+def test_the_miniature_config_keeps_the_paper_optimizer() -> None:
+    r = resolve_recipe(config=CONFIGS / "deeplab-largefov-tiny-synthetic.json")
+    assert (r.model, r.init, r.crop) == ("deeplab-largefov-tiny", None, 129)
+    # Still SGD with the paper's momentum, decay, bias multiple and step policy.
+    assert (r.momentum, r.weight_decay, r.bias_lr_mult, r.lr_gamma) == (0.9, 5e-4, 2.0, 0.1)
+    assert r.lr_step < r.iterations
