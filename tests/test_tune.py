@@ -23,6 +23,7 @@ from deeplab.tune import (
     Entry,
     Range,
     SearchSpace,
+    TuneResult,
     heatmap_slice,
     param_key,
     rank_entries,
@@ -174,6 +175,29 @@ def test_heatmap_slice_takes_the_best_w1() -> None:
     np.testing.assert_allclose(grid, [[0.9 / 1.1, np.nan], [np.nan, 2 / 3]])
 
 
+def test_notes_on_range_edges_and_a_better_reference() -> None:
+    space = SearchSpace()  # w1 5:10:1, theta_alpha 50:100:10, theta_beta 3:10:1
+    inside = _entry(CRFParams(w1=7, theta_alpha=70, theta_beta=5), [[9, 1], [1, 9]])
+    past = _entry(CRFParams(w1=7, theta_alpha=45, theta_beta=10), [[9, 1], [1, 9]])
+    none = _entry(CRFParams(), [[5, 5], [5, 5]])
+    better = _entry(CRFParams(), [[10, 0], [0, 10]])
+
+    def result(best: Entry, reference: Entry) -> TuneResult:
+        return TuneResult(ranking=[best], no_crf=none, reference=reference,
+                          reference_name="deeplab-largefov", space=space, rounds=1,
+                          images=["a"], class_names=("x", "y"), computed=1,
+                          seconds=0.0)  # fmt: skip
+
+    assert result(inside, none).notes() == []
+    notes = result(past, none).notes()
+    assert len(notes) == 2
+    assert notes[0].startswith("best theta_alpha = 45 is at or past the lower edge (50)")
+    assert notes[1].startswith("best theta_beta = 10 is at or past the upper edge (10)")
+    assert result(inside, better).notes() == [
+        "the reference (deeplab-largefov) scores higher than every point searched: widen the ranges"
+    ]
+
+
 # --------------------------------------------------------------------------- search
 
 
@@ -253,6 +277,14 @@ def test_search_finds_at_least_the_default_inside_the_grid(
     assert "| no CRF |" in text and "| reference (deeplab-largefov) |" in text
     report = json.loads(paths["json"].read_text())
     assert report["reference"]["mean_iou"] == pytest.approx(result.reference.mean_iou)
+    # Range-edge hints name exactly the axes whose best value sits on an edge.
+    edges = set()
+    for axis in ("w1", "theta_alpha", "theta_beta"):
+        values = getattr(SMALL, axis).values()
+        if getattr(result.best_params, axis) in (values[0], values[-1]):
+            edges.add(axis)
+    assert {n.split()[1] for n in result.notes()} == edges
+    assert report["notes"] == result.notes()
     assert report["ranking"][0]["rank"] == 1 and report["num_images"] == 3
 
 

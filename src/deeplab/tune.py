@@ -553,6 +553,27 @@ class TuneResult:
         assert self.best.params is not None
         return self.best.params
 
+    def notes(self) -> list[str]:
+        """Hints on the ranges: an axis whose best value lies on or past the edge of the
+        coarse range may do better further out; a reference that beats the best."""
+        out = []
+        for axis in AXES:
+            r = getattr(self.space, axis)
+            value = _clean(getattr(self.best_params, axis))
+            if r.fixed or r.start < value < r.stop:
+                continue
+            side, edge = ("lower", r.start) if value <= r.start else ("upper", r.stop)
+            out.append(
+                f"best {axis} = {value:g} is at or past the {side} edge ({edge:g}) of the "
+                f"range {r}: a wider range may find better values"
+            )
+        if self.reference is not None and self.reference.mean_iou > self.best.mean_iou:
+            out.append(
+                f"the reference ({self.reference_name or 'given'}) scores higher than every "
+                "point searched: widen the ranges"
+            )
+        return out
+
 
 def search(
     logits_dir: str | os.PathLike[str],
@@ -672,8 +693,8 @@ def search(
         result.best.mean_iou,
         result.no_crf.mean_iou,
     )
-    if result.reference is not None and result.reference.mean_iou > result.best.mean_iou:
-        log.warning("the reference preset beats every point searched: widen the ranges")
+    for note in result.notes():
+        log.warning("%s", note)
     return result
 
 
@@ -795,6 +816,7 @@ def report_dict(result: TuneResult) -> dict[str, Any]:
         "class_names": list(result.class_names),
         "seconds": result.seconds,
         "computed": result.computed,
+        "notes": result.notes(),
         "ranking": [row(e, i + 1) for i, e in enumerate(result.ranking)],
     }
 
@@ -825,8 +847,9 @@ def report_markdown(result: TuneResult, top: int = 20) -> str:
             _summary_row(f"reference ({result.reference_name or 'given'})", result.reference)
         )
     columns = ["rank", *AXES, "mean IoU (%)", "pixel acc. (%)", "round"]
+    lines += [_summary_row("best", best), ""]
+    lines += [f"Note: {note}." for note in result.notes()]
     lines += [
-        _summary_row("best", best),
         "",
         f"## Ranking (top {min(top, len(result.ranking))} of {len(result.ranking)})",
         "",

@@ -175,5 +175,7 @@ def run(args: argparse.Namespace) -> int:
         f"theta_alpha={p.theta_alpha:g} theta_beta={p.theta_beta:g} w2={p.w2:g} "
         f"theta_gamma={p.theta_gamma:g}"
     )
+    for note in result.notes():
+        print(f"note: {note}")
     print(f"-> {paths['best']} (use with --crf), {paths['markdown']}, {paths['heatmap']}")
     return 0
