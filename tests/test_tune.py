@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
@@ -26,6 +27,7 @@ from deeplab.tune import (
     TuneResult,
     heatmap_slice,
     param_key,
+    plot_heatmap,
     rank_entries,
     round_spaces,
     search,
@@ -173,6 +175,21 @@ def test_heatmap_slice_takes_the_best_w1() -> None:
     alphas, betas, grid = heatmap_slice(entries, CRFParams(w1=5, theta_alpha=50, theta_beta=3))
     assert alphas == [50, 60] and betas == [3, 4]
     np.testing.assert_allclose(grid, [[0.9 / 1.1, np.nan], [np.nan, 2 / 3]])
+
+
+def test_heatmap_adds_the_coarse_grid_when_the_best_w1_is_refined(tmp_path: Path) -> None:
+    space = SearchSpace(w1=Range(5, 6, 1), theta_alpha=Range(50, 60, 10), theta_beta=Range(3, 4, 1))
+    coarse = [_entry(p, [[5 + i, 5], [5, 5 + i]]) for i, p in enumerate(space.grid())]
+    refined = _entry(CRFParams(w1=5.5, theta_alpha=55, theta_beta=3.5), [[20, 0], [0, 20]])
+    none = _entry(CRFParams(), [[5, 5], [5, 5]])
+    widths = {}
+    for name, ranking in (("coarse", coarse), ("refined", [refined, *coarse])):
+        result = TuneResult(ranking=rank_entries(ranking), no_crf=none, reference=None,
+                            reference_name=None, space=space, rounds=1, images=["a"],
+                            class_names=("x", "y"), computed=1, seconds=0.0)  # fmt: skip
+        with Image.open(plot_heatmap(result, tmp_path / f"{name}.png")) as im:
+            widths[name] = im.size[0]
+    assert widths["refined"] > 1.6 * widths["coarse"]  # a second panel
 
 
 def test_notes_on_range_edges_and_a_better_reference() -> None:

@@ -736,22 +736,12 @@ def heatmap_slice(
     return alphas, betas, grid
 
 
-def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
-    """PNG heat map of mean IoU over theta_alpha x theta_beta at the best w1 (and w2,
-    theta_gamma); every scored point of that slice is one cell, unscored cells grey."""
+def _heatmap_panel(fig: Any, ax: Any, entries: Sequence[Entry], best: Entry, title: str) -> None:
     from matplotlib import colormaps
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from deeplab.metrics.plots import save_figure
-
-    best = result.best_params
-    alphas, betas, grid = heatmap_slice(result.ranking, best)
-    fig = Figure(
-        figsize=(max(5.0, 0.62 * len(betas) + 2.4), max(4.0, 0.42 * len(alphas) + 1.8)),
-        layout="constrained",
-    )
-    ax = fig.add_subplot()
+    assert best.params is not None
+    alphas, betas, grid = heatmap_slice(entries, best.params)
     cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
     image = ax.imshow(
         100 * np.ma.masked_invalid(grid),
@@ -767,28 +757,74 @@ def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
     ax.set_yticks(range(len(alphas)), labels=[_fmt(a) for a in alphas])
     ax.set_xlabel(r"$\theta_\beta$ (colour std, pydensecrf srgb)")
     ax.set_ylabel(r"$\theta_\alpha$ (position std, px; pydensecrf sxy)")
-    if len(alphas) * len(betas) <= 400:
+    if len(alphas) * len(betas) <= 400:  # past that the numbers are unreadable
         finite = grid[np.isfinite(grid)]
         mid = float(finite.min() + finite.max()) / 2 if finite.size else 0.0
-        for i in range(len(alphas)):
-            for j in range(len(betas)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(
-                        j,
-                        i,
-                        f"{100 * grid[i, j]:.1f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="black" if grid[i, j] > mid else "white",
-                    )
-    bi, bj = alphas.index(_clean(best.theta_alpha)), betas.index(_clean(best.theta_beta))
+        for i, j in itertools.product(range(len(alphas)), range(len(betas))):
+            if np.isfinite(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * grid[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if grid[i, j] > mid else "white",
+                )
+    bi = alphas.index(_clean(best.params.theta_alpha))
+    bj = betas.index(_clean(best.params.theta_beta))
     ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    ax.set_title(
-        f"mIoU on {len(result.images)} images, w1 = {_fmt(best.w1)}, w2 = {_fmt(best.w2)}, "
-        f"$\\theta_\\gamma$ = {_fmt(best.theta_gamma)}\n"
-        f"best (red) {100 * result.best.mean_iou:.2f}%, no CRF {100 * result.no_crf.mean_iou:.2f}%",
-        fontsize=9,
+    ax.set_title(title, fontsize=9)
+
+
+def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
+    """PNG heat map of mean IoU over theta_alpha x theta_beta at the best w1 (and w2,
+    theta_gamma); every scored point of that slice is one cell, unscored cells grey.
+
+    When the best w1 came from a refinement round (so its slice holds only the refinement
+    window), a first panel shows the coarse grid at its own best w1 for the wider view.
+    """
+    from matplotlib.figure import Figure
+
+    from deeplab.metrics.plots import save_figure
+
+    best = result.best
+    coarse_keys = {param_key(p) for p in result.space.grid()}
+    coarse = [e for e in result.ranking if e.key in coarse_keys]
+    panels: list[tuple[list[Entry], Entry, str]] = []
+    if coarse and coarse[0].params is not None:
+        top = coarse[0].params
+        if any(
+            _clean(getattr(top, a)) != _clean(getattr(best.params, a))
+            for a in ("w1", "w2", "theta_gamma")
+        ):
+            panels.append(
+                (
+                    coarse,
+                    coarse[0],
+                    f"coarse grid, w1 = {_fmt(top.w1)}: best there {100 * coarse[0].mean_iou:.2f}%",
+                )
+            )
+    p = result.best_params
+    panels.append(
+        (
+            result.ranking,
+            best,
+            f"all rounds, w1 = {_fmt(p.w1)}, w2 = {_fmt(p.w2)}, "
+            f"$\\theta_\\gamma$ = {_fmt(p.theta_gamma)}: best {100 * best.mean_iou:.2f}%",
+        )
+    )
+    sizes = [heatmap_slice(entries, b.params)[2].shape for entries, b, _ in panels if b.params]
+    width = sum(max(4.5, 0.7 * cols + 2.4) for _, cols in sizes)
+    height = max(4.0, 0.42 * max(rows for rows, _ in sizes) + 1.8)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (entries, b, title) in zip(axes, panels, strict=True):
+        _heatmap_panel(fig, ax, entries, b, title)
+    fig.suptitle(
+        f"CRF search on {len(result.images)} images: mean IoU (%), best in red; "
+        f"no CRF {100 * result.no_crf.mean_iou:.2f}%",
+        fontsize=10,
     )
     return save_figure(fig, path)
 
@@ -830,13 +866,18 @@ def report_markdown(result: TuneResult, top: int = 20) -> str:
     """Summary, the top-``top`` ranking and a per-class IoU table (paper Table 3 layout)."""
     names = VOC_SHORT_NAMES if result.class_names == VOC_CLASSES else result.class_names
     best = result.best
+    keys = {e.key for e in result.ranking} | {NO_CRF}
+    if result.reference is not None:
+        keys.add(result.reference.key)
+    read = len(keys) - result.computed
     lines = [
         "# CRF parameter search",
         "",
         f"{len(result.ranking)} parameter sets ({' + '.join(map(str, result.round_sizes))} grid "
         f"points over {result.rounds + 1} rounds, repeats counted once) on "
-        f"{len(result.images)} images; {result.computed} scored in {result.seconds:.0f} s, "
-        "the rest read from the log.",
+        f"{len(result.images)} images; {result.computed} sets (no CRF and the reference "
+        f"included) scored in this run, {result.seconds:.0f} s"
+        + (f"; {read} read from the search log." if read else "."),
         "",
         "| | parameters | mean IoU (%) | pixel accuracy (%) |",
         "|:---|:---|---:|---:|",
