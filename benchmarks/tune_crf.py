@@ -21,6 +21,7 @@ Re-running with the same ``--out`` reuses the saved scores and resumes the searc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -66,6 +67,14 @@ def main() -> int:
     p.add_argument("--tune-seed", type=int, default=1)
     p.add_argument("--test-seed", type=int, default=2)
     p.add_argument("--count", type=int, default=100, help="scenes per family")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(128, 128),
+        metavar=("H", "W"),
+        help="scene size (default 128 128, the shipped network's training size)",
+    )
     p.add_argument("--num-images", type=int, default=100, help="tune-crf --num-images")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
@@ -77,20 +86,33 @@ def main() -> int:
     timings: dict[str, float] = {}
     common = ["--threads", "1", "--no-progress", "--workers", str(args.workers)]
     families = {"tune": args.tune_seed, "test": args.test_seed}
+    size = ["--synthetic-size", str(args.size[0]), str(args.size[1])]
     for name, seed in families.items():
         data = ["--data", "synthetic", "--synthetic-seed", str(seed),
-                "--synthetic-count", str(args.count)]  # fmt: skip
+                "--synthetic-count", str(args.count), *size]  # fmt: skip
         if not (out / f"logits_{name}" / "meta.json").is_file():
             _run(["evaluate", "--model", args.model, "--weights", args.weights, "--crf", "none",
                   "--save-logits", str(out / f"logits_{name}"),
                   "--out", str(out / f"network_{name}"), *data, *common],
                  timings, f"evaluate {name} (network, saves the scores)")  # fmt: skip
-    tune_data = ["--synthetic-seed", str(args.tune_seed), "--synthetic-count", str(args.count)]
+    tune_data = [
+        "--synthetic-seed",
+        str(args.tune_seed),
+        "--synthetic-count",
+        str(args.count),
+        *size,
+    ]
     _run(["tune-crf", "--logits", str(out / "logits_tune"), "--out", str(out / "tune"),
           "--num-images", str(args.num_images), "--rounds", str(args.rounds),
           "--reference", args.default, "--workers", str(args.workers), "--no-progress",
           *tune_data, *args.tune_args.split()], timings, "tune-crf")  # fmt: skip
-    test_data = ["--synthetic-seed", str(args.test_seed), "--synthetic-count", str(args.count)]
+    test_data = [
+        "--synthetic-seed",
+        str(args.test_seed),
+        "--synthetic-count",
+        str(args.count),
+        *size,
+    ]
     for name, crf in (("default", args.default), ("tuned", str(out / "tune" / "best_crf.json"))):
         _run(["evaluate", "--from-logits", str(out / "logits_test"), "--crf", crf, "--trimap",
               "--out", str(out / f"test_{name}"), *test_data, *common],
@@ -100,15 +122,19 @@ def main() -> int:
     tests = {n: json.loads((out / f"test_{n}" / "results.json").read_text())
              for n in ("default", "tuned")}  # fmt: skip
     best = tune["params"]
+    digest = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
     lines = [
         "# CRF tuning on synthetic scenes",
+        "",
+        f"Network: {args.model}, {args.weights} (sha256 {digest[:16]}...).",
         "",
         "| step | wall time (s) |",
         "|:---|---:|",
         *(f"| {k} | {v:.1f} |" for k, v in timings.items()),
         "",
         f"Best of {len(tune['ranking'])} parameter sets on {tune['num_images']} tuning images "
-        f"(seed {args.tune_seed}): w1={best['w1']:g}, theta_alpha={best['theta_alpha']:g}, "
+        f"(seed {args.tune_seed}, {args.size[0]}x{args.size[1]}): w1={best['w1']:g}, "
+        f"theta_alpha={best['theta_alpha']:g}, "
         f"theta_beta={best['theta_beta']:g}, w2={best['w2']:g}, "
         f"theta_gamma={best['theta_gamma']:g}.",
         "",
