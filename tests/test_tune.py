@@ -194,22 +194,30 @@ def test_heatmap_adds_the_coarse_grid_when_the_best_w1_is_refined(tmp_path: Path
 
 def test_notes_on_range_edges_and_a_better_reference() -> None:
     space = SearchSpace()  # w1 5:10:1, theta_alpha 50:100:10, theta_beta 3:10:1
-    inside = _entry(CRFParams(w1=7, theta_alpha=70, theta_beta=5), [[9, 1], [1, 9]])
-    past = _entry(CRFParams(w1=7, theta_alpha=45, theta_beta=10), [[9, 1], [1, 9]])
+    good, fair = [[9, 1], [1, 9]], [[8, 2], [2, 8]]
     none = _entry(CRFParams(), [[5, 5], [5, 5]])
     better = _entry(CRFParams(), [[10, 0], [0, 10]])
 
-    def result(best: Entry, reference: Entry) -> TuneResult:
-        return TuneResult(ranking=[best], no_crf=none, reference=reference,
+    def result(ranking: list[Entry], reference: Entry) -> TuneResult:
+        return TuneResult(ranking=rank_entries(ranking), no_crf=none, reference=reference,
                           reference_name="deeplab-largefov", space=space, rounds=1,
                           images=["a"], class_names=("x", "y"), computed=1,
                           seconds=0.0)  # fmt: skip
 
+    inside = [_entry(CRFParams(w1=7, theta_alpha=70, theta_beta=5), good),
+              _entry(CRFParams(w1=6, theta_alpha=60, theta_beta=4), fair),
+              _entry(CRFParams(w1=8, theta_alpha=80, theta_beta=6), fair)]  # fmt: skip
     assert result(inside, none).notes() == []
-    notes = result(past, none).notes()
-    assert len(notes) == 2
-    assert notes[0].startswith("best theta_alpha = 45 is at or past the lower edge (50)")
-    assert notes[1].startswith("best theta_beta = 10 is at or past the upper edge (10)")
+    # The best theta_alpha is the smallest searched, theta_beta the largest; w1 is inside.
+    edges = [_entry(CRFParams(w1=7, theta_alpha=45, theta_beta=10), good),
+             _entry(CRFParams(w1=6, theta_alpha=60, theta_beta=4), fair),
+             _entry(CRFParams(w1=8, theta_alpha=50, theta_beta=9.5), fair)]  # fmt: skip
+    assert result(edges, none).notes() == [
+        "best theta_alpha = 45 is the smallest value searched (45..60): a wider range may "
+        "find better values",
+        "best theta_beta = 10 is the largest value searched (4..10): a wider range may find "
+        "better values",
+    ]
     assert result(inside, better).notes() == [
         "the reference (deeplab-largefov) scores higher than every point searched: widen the ranges"
     ]

@@ -554,18 +554,18 @@ class TuneResult:
         return self.best.params
 
     def notes(self) -> list[str]:
-        """Hints on the ranges: an axis whose best value lies on or past the edge of the
-        coarse range may do better further out; a reference that beats the best."""
+        """Hints on the ranges: an axis whose best value is the smallest or largest value
+        searched may do better further out; a reference that beats the best."""
         out = []
         for axis in AXES:
-            r = getattr(self.space, axis)
+            searched = sorted({_clean(getattr(e.params, axis)) for e in self.ranking if e.params})
             value = _clean(getattr(self.best_params, axis))
-            if r.fixed or r.start < value < r.stop:
+            if len(searched) < 2 or searched[0] < value < searched[-1]:
                 continue
-            side, edge = ("lower", r.start) if value <= r.start else ("upper", r.stop)
+            side = "smallest" if value == searched[0] else "largest"
             out.append(
-                f"best {axis} = {value:g} is at or past the {side} edge ({edge:g}) of the "
-                f"range {r}: a wider range may find better values"
+                f"best {axis} = {value:g} is the {side} value searched "
+                f"({searched[0]:g}..{searched[-1]:g}): a wider range may find better values"
             )
         if self.reference is not None and self.reference.mean_iou > self.best.mean_iou:
             out.append(
