@@ -124,21 +124,47 @@ def pad_transpose(src, sign, dst):
     """dst (N, W) = sign * src.T for src (L, N), padding labels L..W-1 with PAD_ENERGY."""
     labels, n = src.shape
     width = dst.shape[1]
-    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
-        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            for j in range(labels):
+    # Blocks of BLOCK points: every label row is read contiguously and the block being
+    # written (BLOCK x W) stays in L1, where point-by-point reads stride across L rows.
+    for ch in nb.prange((n + BLOCK - 1) // BLOCK):
+        lo = ch * BLOCK
+        hi = min(n, lo + BLOCK)
+        for j in range(labels):
+            for k in range(lo, hi):
                 dst[k, j] = sign * src[j, k]
+        for k in range(lo, hi):
             for j in range(labels, width):
                 dst[k, j] = PAD_ENERGY
+
+
+@nb.njit(**_PAR_EXACT)
+def count_invalid(values):
+    """(non-finite, negative) counts of a float32 array, in one parallel pass."""
+    flat = values.reshape(values.size)
+    n = flat.size
+    bad = np.zeros((n + CHUNK * 64 - 1) // (CHUNK * 64), np.int64)
+    neg = np.zeros_like(bad)
+    for ch in nb.prange(bad.size):
+        nb_bad = 0
+        nb_neg = 0
+        for i in range(ch * CHUNK * 64, min(n, (ch + 1) * CHUNK * 64)):
+            x = flat[i]
+            if not np.isfinite(x):
+                nb_bad += 1
+            elif x < 0:
+                nb_neg += 1
+        bad[ch] = nb_bad
+        neg[ch] = nb_neg
+    return int(bad.sum()), int(neg.sum())
 
 
 @nb.njit(**_PAR)
 def transpose(src, dst):
     """dst (L, N) = src[:, :L].T for src (N, W)."""
     labels, n = dst.shape
-    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
-        lo = ch * CHUNK
-        hi = min(n, lo + CHUNK)
+    for ch in nb.prange((n + BLOCK - 1) // BLOCK):
+        lo = ch * BLOCK
+        hi = min(n, lo + BLOCK)
         for j in range(labels):
             for k in range(lo, hi):
                 dst[j, k] = src[k, j]
@@ -435,15 +461,30 @@ def _scatter_row(buf, offsets, weights, k, row):
 def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi):
     """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]]."""
     c = e.shape[1]
+    s = offsets.shape[1]
     for b in range(hi - lo):
         k = lo + b
         for j in range(c):
             e[b, j] = neg_unary[k, j]
-        for r in range(offsets.shape[1]):
+        # Three corners per sweep over the row: one read-modify-write of e per three
+        # loads instead of per load, which shortens the chain of stores the CPU waits on.
+        r = 0
+        while r + 3 <= s:
+            o0, o1, o2 = offsets[k, r], offsets[k, r + 1], offsets[k, r + 2]
+            w0, w1, w2 = weights[k, r], weights[k, r + 1], weights[k, r + 2]
+            for j in range(c):
+                e[b, j] += (
+                    w0 * lattice_values[o0, j]
+                    + w1 * lattice_values[o1, j]
+                    + w2 * lattice_values[o2, j]
+                )
+            r += 3
+        while r < s:
             o = offsets[k, r]
             w = weights[k, r]
             for j in range(c):
                 e[b, j] += w * lattice_values[o, j]
+            r += 1
 
 
 @nb.njit(**_PAR)
@@ -478,7 +519,7 @@ def reduce_private(private, out):
 
 @nb.njit(**_PAR)
 def meanfield_pass(
-    neg_unary, lattice_values, offsets, slice_w, splat_w, private, q_out, write_q, scatter
+    neg_unary, lattice_values, offsets, slice_w, splat_w, private, q_out, write_q, scatter, gather
 ):
     """One mean-field update fused with the splat of its result (Potts kernels).
 
@@ -488,7 +529,8 @@ def meanfield_pass(
     in q_out (L, N), label-major as the caller wants them. Slice weights hold
     w_m * alpha * output normalisation * barycentric weight, splat weights the barycentric
     weight times the input normalisation. Q itself never needs to round-trip through memory
-    between updates: only the lattice values do.
+    between updates: only the lattice values do. Without ``gather`` the lattice is not read
+    (e = neg_unary): the first pass, softmax(-U).
     """
     n, c = neg_unary.shape
     shares = private.shape[0]
@@ -501,7 +543,10 @@ def meanfield_pass(
         end = (t + 1) * n // shares
         for lo in range(t * n // shares, end, BLOCK):
             hi = min(end, lo + BLOCK)
-            _gather_block(e, neg_unary, lattice_values, offsets, slice_w, lo, hi)
+            if gather:
+                _gather_block(e, neg_unary, lattice_values, offsets, slice_w, lo, hi)
+            else:
+                e[: hi - lo] = neg_unary[lo:hi]
             qb = q[: hi - lo]
             _softmax_block(e[: hi - lo], qb, row_max)
             if write_q:

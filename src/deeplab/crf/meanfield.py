@@ -143,11 +143,14 @@ class DenseCRF:
         num_labels, n = p.shape
         if num_labels < 1 or n < 1:
             raise ValueError(f"probs: expected shape (L, N) with L, N >= 1, got {p.shape}")
-        check_finite(p, "probs")
-        if p.min() < 0:
-            raise ValueError(f"probs: contains {int((p < 0).sum())} negative values")
+        nonfinite, negative = kernels.count_invalid(p)
+        if nonfinite:
+            raise ValueError(f"probs: contains {nonfinite} NaN or infinite values")
+        if negative:
+            raise ValueError(f"probs: contains {negative} negative values")
         # NumPy's log is vectorised; the compiled transpose then pads and interleaves.
-        log_p = np.log(np.maximum(p, np.float32(floor)))
+        log_p = np.maximum(p, np.float32(floor))
+        np.log(log_p, out=log_p)
         neg_unary = np.empty((n, padded_width(num_labels)), np.float32)
         kernels.pad_transpose(log_p, np.float32(1.0), neg_unary)
         return cls(_neg_unary=(neg_unary, num_labels))
@@ -349,6 +352,7 @@ class DenseCRF:
                 out,
                 show,
                 not last,
+                p > 0,
             )
             if p > 0 and callback is not None:
                 callback(p - 1, out)
