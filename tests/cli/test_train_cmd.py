@@ -83,3 +83,24 @@ def test_errors_are_reported_not_raised(tmp_path: Path, capsys) -> None:
     assert "no model given" in capsys.readouterr().err
     assert main(["train", *TINY, "--out", str(tmp_path), "--batch", "3", "--accumulate", "2"]) == 1
     assert "divisible" in capsys.readouterr().err
+
+
+def test_crf_end_to_end_from_the_command_line(tmp_path: Path, capsys) -> None:
+    from deeplab.crf import CRFParams
+    from deeplab.models import build_model, save_model
+
+    net = tmp_path / "net.safetensors"
+    save_model(build_model("deeplab-largefov-tiny", num_classes=6), net, source="test")
+    crf = tmp_path / "small.json"
+    CRFParams(w1=4, theta_alpha=6, theta_beta=6, w2=3, theta_gamma=2).save(crf)
+    run = tmp_path / "run"
+    argv = [*TINY, "--crop", "33", "--init", str(net), "--crf-end-to-end", "--crf", str(crf),
+            "--crf-train-iterations", "1", "--out", str(run)]  # fmt: skip
+    assert main(["train", *argv]) == 0
+    assert "finished at iteration 2/2" in capsys.readouterr().out
+    learned = CRFParams.load(run / "crf.json")
+    assert learned.theta_alpha == 6 and learned.iterations == 10
+    assert json.loads((run / "config.json").read_text())["recipe"]["crf_train_iterations"] == 1
+    assert main(["train", *TINY, "--out", str(tmp_path / "bad"), "--crf-end-to-end",
+                 "--crf", "no-such-preset"]) == 1  # fmt: skip
+    assert "neither a preset" in capsys.readouterr().err

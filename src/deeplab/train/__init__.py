@@ -11,7 +11,8 @@
 Modules: :mod:`~deeplab.train.recipe` (the recipe, parameter groups, LR schedule),
 :mod:`~deeplab.train.data` (data sources, the seeded stream, micro-batches),
 :mod:`~deeplab.train.loop` (the loop), :mod:`~deeplab.train.checkpoint` (verified
-safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve).
+safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve),
+:mod:`~deeplab.train.end_to_end` (the network and the unrolled CRF trained together).
 """
 
 from deeplab.train.checkpoint import (

@@ -14,7 +14,11 @@ A run directory holds::
     checkpoints/           iter_NNNNNN.safetensors + .json (deeplab.train.checkpoint)
     log.jsonl              one record per log interval: iteration, loss, lr, images/s
     model.safetensors      the final weights (deeplab.models.load_model reads them)
+    crf.json               end-to-end runs: the learnt CRF parameters (``--crf crf.json``)
     training_curve.png     loss and learning rate against the iteration
+
+With ``crf_end_to_end`` the network is followed by the unrolled mean-field CRF
+(:mod:`deeplab.train.end_to_end`) and trained through it on full-resolution labels.
 
 Only rank 0 writes files. Everything random (initialisation, data order, crops, mirrors,
 dropout) derives from the recipe's seed, and checkpoints carry the RNG state of every
@@ -53,6 +57,12 @@ from deeplab.train.checkpoint import (
     save_checkpoint,
 )
 from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
+from deeplab.train.end_to_end import (
+    CRFTrainingNet,
+    crf_layer,
+    crf_param_group,
+    learned_params,
+)
 from deeplab.train.logs import append_log, plot_training_curve, read_log, truncate_log
 from deeplab.train.recipe import Recipe, classifier_parameter, lr_at, param_groups
 
@@ -67,6 +77,7 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
 MODEL_NAME = "model.safetensors"
 CURVE_NAME = "training_curve.png"
+CRF_NAME = "crf.json"
 
 
 @dataclass
@@ -300,8 +311,17 @@ def _train(
     channels_last = device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    model.train()
+    # The module that trains: the network, or the network with the CRF on top.
+    trainee: torch.nn.Module = model
+    crf = None
     groups = param_groups(model, recipe)
+    if recipe.crf_end_to_end:
+        if recipe.init is None:
+            log.warning("end-to-end CRF training from an untrained network: pass --init")
+        crf = crf_layer(recipe.crf, recipe.crf_train_iterations).to(device)
+        trainee = CRFTrainingNet(model, crf)
+        groups.append(crf_param_group(crf, recipe.crf_lr_mult))
+    trainee.train()
     if not groups:
         raise ValueError(f"{recipe.model}: no trainable parameters")
     optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
@@ -311,7 +331,7 @@ def _train(
     start = 0
     torch.manual_seed(_process_seed(recipe.seed, ctx.rank))
     if state is not None:
-        model.load_state_dict(state.model)
+        trainee.load_state_dict(state.model)
         _restore_momentum(optimizer, state.momentum)
         if state.meta.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(state.meta["scaler"])
@@ -324,13 +344,20 @@ def _train(
         truncate_log(run_dir / LOG_NAME, start)
     stop = recipe.iterations if stop_at is None else min(max(stop_at, start), recipe.iterations)
 
-    net: torch.nn.Module = model
+    net: torch.nn.Module
     if ctx.distributed:
         net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            trainee, device_ids=[device.index] if device.type == "cuda" else None
         )
+    else:
+        net = trainee
+    # End-to-end, the loss is on the CRF's full-resolution output: labels are not
+    # subsampled to the network's stride-8 grid.
     transform = TrainTransform(
-        crop_size=recipe.crop, label_offset=recipe.label_offset, mirror=recipe.mirror
+        crop_size=recipe.crop,
+        label_stride=1 if crf is not None else 8,
+        label_offset=0 if crf is not None else recipe.label_offset,
+        mirror=recipe.mirror,
     )
     loader = DataLoader(
         TrainStream(dataset, transform, recipe.seed),
@@ -376,7 +403,9 @@ def _train(
                         f"scores but the subsampled labels are {tuple(y.shape[-2:])}: check "
                         f"crop and label_offset"
                     )
-                loss = F.cross_entropy(out.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+                # The CRF returns log marginals; the network, scores.
+                loss_fn = F.nll_loss if crf is not None else F.cross_entropy
+                loss = loss_fn(out.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
                 scaler.scale(loss * scale).backward()
             loss_sum += loss.detach().double().cpu()
         scaler.step(optimizer)
@@ -405,6 +434,9 @@ def _train(
                 "valid_pixels": valid,
                 "wall_s": now - start_time,
             }
+            if crf is not None:
+                w1, w2 = crf.kernel_weights()
+                record.update(crf_w1=float(w1.detach()), crf_w2=float(w2.detach()))
             if ctx.is_main:
                 append_log(run_dir / LOG_NAME, record)
             log.info("iteration %d: loss %.4f, lr %.3g", done, record["loss"], lr)
@@ -420,7 +452,8 @@ def _train(
                     "recipe": recipe.to_dict(),
                 }
                 path = save_checkpoint(
-                    ckpt_dir, TrainState(done, model.state_dict(), _momentum(optimizer), rng, meta)
+                    ckpt_dir,
+                    TrainState(done, trainee.state_dict(), _momentum(optimizer), rng, meta),
                 )
                 prune_checkpoints(ckpt_dir, recipe.keep_checkpoints)
                 emit({"event": "checkpoint", "iteration": done, "path": str(path)})
@@ -439,6 +472,8 @@ def _train(
                 "final_loss": f"{last_loss}",
             },
         )
+        if crf is not None:
+            learned_params(crf).save(run_dir / CRF_NAME)
         records = read_log(run_dir / LOG_NAME)
         if records:
             plot_training_curve(records, run_dir / CURVE_NAME, title=f"{recipe.model}")

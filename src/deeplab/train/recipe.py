@@ -35,6 +35,7 @@ from typing import Any
 
 from torch import nn
 
+from deeplab.crf import CRFParams
 from deeplab.models import get_variant
 
 __all__ = [
@@ -86,16 +87,33 @@ class Recipe:
     log_every: int = _f(10, "iterations between JSONL log records")
     amp: str = _f("auto", "CUDA mixed precision: auto (bf16 if supported) | none | bf16 | fp16")
     workers: int = _f(2, "DataLoader worker processes per training process")
+    crf_end_to_end: bool = _f(
+        False,
+        "train the DCNN and an unrolled mean-field CRF together (w1, w2 learnt) on "
+        "full-resolution labels; start from a trained DCNN (--init)",
+    )
+    crf: str = _f("deeplab-largefov", "end-to-end: CRF preset or JSON (thetas, initial w1, w2)")
+    crf_train_iterations: int = _f(5, "end-to-end: mean-field updates in training (test: 10)")
+    crf_lr_mult: float = _f(100.0, "end-to-end: lr multiple of the CRF weights (raw w1, w2)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name))
         get_variant(self.model)
-        positive = ("iterations", "batch", "accumulate", "lr_step", "crop", "checkpoint_every")
+        positive = (
+            "iterations",
+            "batch",
+            "accumulate",
+            "lr_step",
+            "crop",
+            "checkpoint_every",
+            "crf_train_iterations",
+        )
         for name in (*positive, "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "classifier_lr_mult", "bias_lr_mult", "input_lr_mult", "lr_gamma"):
+        rates = ("lr", "classifier_lr_mult", "bias_lr_mult", "input_lr_mult", "lr_gamma")
+        for name in (*rates, "crf_lr_mult"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -114,6 +132,8 @@ class Recipe:
             raise ValueError("workers and seed must be >= 0")
         if self.num_classes is not None and not 1 <= self.num_classes <= 255:
             raise ValueError(f"num_classes must be in 1..255, got {self.num_classes}")
+        if self.crf_end_to_end:
+            CRFParams.resolve(self.crf)  # a clear error now, not after the data has loaded
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with ``changes`` applied (validated)."""
