@@ -99,7 +99,7 @@ FALLBACK_RECIPE: dict[str, Any] = {
     "iterations": 2200,
     "batch": 8,
     "crop": 129,
-    "lr": 0.01,
+    "lr": 0.02,
     "classifier_lr_mult": 1.0,
     "input_lr_mult": 0.003,
     "lr_step": 1700,
@@ -133,7 +133,7 @@ def demo_recipe(iterations: int | None = None) -> Any:
     """The recipe ``--train`` uses: the shipped checkpoint's (:func:`shipped_training`), so
     that ``deeplab demo --train`` retrains it, optionally for another number of
     ``iterations`` (the learning-rate step moves in proportion). Its first version was
-    ``deeplab-largefov-tiny`` from scratch on 129x129 crops, batch 8, SGD at lr 0.01 (1x for
+    ``deeplab-largefov-tiny`` from scratch on 129x129 crops, batch 8, SGD at lr 0.02 (1x for
     the classifier, 0.003x for conv1_1, which reads raw 0..255 pixels), 2200 iterations with
     a 10x drop at 1700; much shorter runs (1000 iterations) predict only the background."""
     from deeplab.train import resolve_recipe
