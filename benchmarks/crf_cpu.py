@@ -87,6 +87,20 @@ def timed(fn, *args, repeats: int) -> list[float]:
     return out
 
 
+def timed_pair(fn_a, fn_b, *args, repeats: int) -> tuple[list[float], list[float]]:
+    """Alternate the two implementations run by run, so that any drift of the machine's
+    speed (other tenants, frequency) falls on both alike."""
+    fn_a(*args)
+    fn_b(*args)
+    out_a, out_b = [], []
+    for _ in range(repeats):
+        for fn, out in ((fn_a, out_a), (fn_b, out_b)):
+            start = time.perf_counter()
+            fn(*args)
+            out.append(time.perf_counter() - start)
+    return out_a, out_b
+
+
 def set_threads(n: int | None) -> None:
     import numba
 
@@ -136,8 +150,8 @@ def headline(repeats: int) -> None:
     print("|---|---|---|---|")
     for threads in (None, 1):
         set_threads(threads)
-        ours = statistics.median(timed(run_ours, image, probs, repeats=repeats))
-        ref = statistics.median(timed(run_reference, image, probs, repeats=repeats))
+        ours_t, ref_t = timed_pair(run_ours, run_reference, image, probs, repeats=repeats)
+        ours, ref = statistics.median(ours_t), statistics.median(ref_t)
         label = "all" if threads is None else str(threads)
         print(f"| {label} | {ours * 1e3:.0f} | {ref * 1e3:.0f} | {ours / ref:.2f} |")
     set_threads(None)
@@ -183,7 +197,7 @@ def scaling(repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="headline comparison only")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

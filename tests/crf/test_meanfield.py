@@ -121,3 +121,34 @@ def test_bad_unary() -> None:
         DenseCRF(np.array([["a", "b"]]))
     with pytest.raises(ValueError, match="iterations"):
         DenseCRF(np.zeros((2, 3), np.float32)).inference(-1)
+
+
+@pytest.mark.parametrize("weights", [(4.0, 3.0), (-2.0, 5.0), (50.0, 30.0)])
+def test_softmax_shift_bound_gives_the_row_maximum_answer(monkeypatch, weights) -> None:
+    """The updates subtract max(-U) + sum of positive weights instead of each row's
+    maximum (normalise-after Potts terms); that must not change the marginals. The third
+    case exceeds the slack limit and takes the maximum."""
+    import deeplab.crf.meanfield as meanfield
+
+    rng = np.random.default_rng(7)
+    n, labels = 3000, 21
+    u = (rng.normal(size=(labels, n)) * 4).astype(np.float32)
+    feats = [rng.uniform(0, 6, size=(n, 5)), rng.uniform(0, 6, size=(n, 2))]
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        crf = DenseCRF(u)
+        for f, w in zip(feats, weights, strict=True):
+            crf.add_kernel(f, compat=w, normalization="after")
+        plan = crf._plan_or_build()
+        return crf._softmax_shift(plan), crf.inference(10)
+
+    shift, q = run()
+    assert shift.size == (n if sum(max(w, 0) for w in weights) <= 60 else 0)
+    if shift.size:
+        neg_unary_max = (-u).max(0)
+        np.testing.assert_allclose(shift, neg_unary_max + sum(max(w, 0) for w in weights))
+    monkeypatch.setattr(meanfield, "MAX_SHIFT_SLACK", -1.0)
+    no_shift, q_max = run()
+    assert no_shift.size == 0
+    np.testing.assert_allclose(q, q_max, rtol=0, atol=2e-6)
+    assert np.array_equal(q.argmax(0), q_max.argmax(0))

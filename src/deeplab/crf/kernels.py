@@ -1,15 +1,16 @@
 """Compiled CPU kernels of the permutohedral lattice and the mean-field update.
 
-Values are stored point-major, (N, C) float32, so that the innermost loop always runs
-over contiguous channels and vectorises. Every lattice array keeps one extra all-zero
-row at index M: a missing blur neighbour points there, which removes a branch from the
-blur loop (Adams et al. 2010, section 4; the reference code shifts indices by one for
-the same reason).
+Values are stored point-major, (N, C) float32, so that the innermost work always runs
+over contiguous channels; rows of a multiple of 8 channels go through the explicit vector
+operations of :mod:`deeplab.crf.simd`, others through plain loops. Every lattice array
+keeps one extra all-zero row at index M: a missing blur neighbour points there, which
+removes a branch from the blur loop (Adams et al. 2010, section 4; the reference code
+shifts indices by one for the same reason).
 
-Parallel loops never scatter: splatting gathers, per lattice vertex, the points that
-touch it through a CSR index, so each thread owns the rows it writes and results do not
-depend on the thread count. Loops run over chunks so that scratch rows are allocated
-once per chunk, not once per point.
+Splatting scatters each thread's share of the points into a lattice buffer of its own
+(no two threads write one row), then the buffers are summed: results depend on the
+thread count only through float rounding. Loops run over chunks so that scratch rows are
+allocated once per chunk, not once per point.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import numpy as np
 from llvmlite import ir as llvmir
 from numba.core import types
 from numba.extending import intrinsic
+
+from deeplab.crf.simd import (
+    blur_point,
+    gather_point,
+    normalize_row,
+    scatter_point,
+    subtract_row,
+    whole_lanes,
+)
+from deeplab.crf.simd import row_max as simd_row_max
 
 _JIT = {"cache": True, "nogil": True}
 _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
@@ -46,6 +57,7 @@ _EXP_FLOOR = np.float32(-87.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 _C2 = np.float32(1.0 / 2.0)
 _C3 = np.float32(1.0 / 6.0)
 _C4 = np.float32(1.0 / 24.0)
@@ -80,32 +92,45 @@ def _exp_nonpositive(x):
 
 
 @nb.njit(**_JIT)
-def _softmax_block(e, out, row_max):
-    """out = softmax of each row of e (B, C); row_max: (>= B,) scratch.
+def _softmax_block(e, out, row_max, known_shift=False):
+    """out = softmax of each row of e (B, C); row_max: (>= B,) scratch, or with
+    ``known_shift`` each row's shift: any value at least the row's maximum and less than
+    about 80 above it gives the same softmax (the exponents stay in float32's range).
 
     The exponentials run as one loop over the whole block: rows of a few dozen labels are
     too short for the vectoriser, a block of them is not.
     """
     rows, c = e.shape
+    vector = whole_lanes(c)
+    if not known_shift:
+        for b in range(rows):
+            if vector:
+                row_max[b] = simd_row_max(e, b)
+            else:
+                m = e[b, 0]
+                for j in range(1, c):
+                    m = max(m, e[b, j])
+                row_max[b] = m
     for b in range(rows):
-        m = e[b, 0]
-        for j in range(1, c):
-            m = max(m, e[b, j])
-        row_max[b] = m
-    for b in range(rows):
-        m = row_max[b]
-        for j in range(c):
-            out[b, j] = e[b, j] - m
+        if vector:
+            subtract_row(out, e, b, row_max[b])
+        else:
+            m = row_max[b]
+            for j in range(c):
+                out[b, j] = e[b, j] - m
     flat = out.reshape(rows * c)
     for i in range(rows * c):
         flat[i] = _exp_nonpositive(flat[i])
     for b in range(rows):
-        total = _ZERO
-        for j in range(c):
-            total += out[b, j]
-        inv = _ONE / total
-        for j in range(c):
-            out[b, j] *= inv
+        if vector:
+            normalize_row(out, b)
+        else:
+            total = _ZERO
+            for j in range(c):
+                total += out[b, j]
+            inv = _ONE / total
+            for j in range(c):
+                out[b, j] *= inv
 
 
 @nb.njit(**_PAR)
@@ -147,15 +172,28 @@ def count_invalid(values):
     for ch in nb.prange(bad.size):
         nb_bad = 0
         nb_neg = 0
+        # Counted without branches, so that the loop vectorises; -inf counts as both
+        # (callers report non-finite values first). No fast-math here: it would assume
+        # that NaN and inf do not occur.
         for i in range(ch * CHUNK * 64, min(n, (ch + 1) * CHUNK * 64)):
             x = flat[i]
-            if not np.isfinite(x):
-                nb_bad += 1
-            elif x < 0:
-                nb_neg += 1
+            nb_bad += np.int64(not (abs(x) <= _FLOAT32_MAX))
+            nb_neg += np.int64(x < 0)
         bad[ch] = nb_bad
         neg[ch] = nb_neg
     return int(bad.sum()), int(neg.sum())
+
+
+@nb.njit(**_PAR)
+def row_max(values, out):
+    """out[k] = max_j values[k, j] for (N, C) float32 values."""
+    n, c = values.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            m = values[k, 0]
+            for j in range(1, c):
+                m = max(m, values[k, j])
+            out[k] = m
 
 
 @nb.njit(**_PAR)
@@ -461,30 +499,19 @@ def _scatter_row(buf, offsets, weights, k, row):
 def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi):
     """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]]."""
     c = e.shape[1]
-    s = offsets.shape[1]
+    if whole_lanes(c):
+        for b in range(hi - lo):
+            gather_point(e, b, neg_unary, lattice_values, offsets, weights, lo + b)
+        return
     for b in range(hi - lo):
         k = lo + b
         for j in range(c):
             e[b, j] = neg_unary[k, j]
-        # Three corners per sweep over the row: one read-modify-write of e per three
-        # loads instead of per load, which shortens the chain of stores the CPU waits on.
-        r = 0
-        while r + 3 <= s:
-            o0, o1, o2 = offsets[k, r], offsets[k, r + 1], offsets[k, r + 2]
-            w0, w1, w2 = weights[k, r], weights[k, r + 1], weights[k, r + 2]
-            for j in range(c):
-                e[b, j] += (
-                    w0 * lattice_values[o0, j]
-                    + w1 * lattice_values[o1, j]
-                    + w2 * lattice_values[o2, j]
-                )
-            r += 3
-        while r < s:
+        for r in range(offsets.shape[1]):
             o = offsets[k, r]
             w = weights[k, r]
             for j in range(c):
                 e[b, j] += w * lattice_values[o, j]
-            r += 1
 
 
 @nb.njit(**_PAR)
@@ -497,11 +524,15 @@ def splat(values, offsets, weights, private):
     """
     n = values.shape[0]
     shares = private.shape[0]
+    vector = whole_lanes(values.shape[1])
     for t in nb.prange(shares):
         buf = private[t]
         _zero(buf)
         for k in range(t * n // shares, (t + 1) * n // shares):
-            _scatter_row(buf, offsets, weights, k, values[k])
+            if vector:
+                scatter_point(buf, offsets, weights, k, values, k)
+            else:
+                _scatter_row(buf, offsets, weights, k, values[k])
 
 
 @nb.njit(**_PAR)
@@ -519,7 +550,17 @@ def reduce_private(private, out):
 
 @nb.njit(**_PAR)
 def meanfield_pass(
-    neg_unary, lattice_values, offsets, slice_w, splat_w, private, q_out, write_q, scatter, gather
+    neg_unary,
+    lattice_values,
+    offsets,
+    slice_w,
+    splat_w,
+    private,
+    q_out,
+    write_q,
+    scatter,
+    gather,
+    shift,
 ):
     """One mean-field update fused with the splat of its result (Potts kernels).
 
@@ -530,10 +571,14 @@ def meanfield_pass(
     w_m * alpha * output normalisation * barycentric weight, splat weights the barycentric
     weight times the input normalisation. Q itself never needs to round-trip through memory
     between updates: only the lattice values do. Without ``gather`` the lattice is not read
-    (e = neg_unary): the first pass, softmax(-U).
+    (e = neg_unary): the first pass, softmax(-U). ``shift`` (N,): an upper bound of each
+    point's energies to subtract before the exponential (see :func:`_softmax_block`), or
+    empty to use the maximum.
     """
     n, c = neg_unary.shape
     shares = private.shape[0]
+    known_shift = shift.size > 0
+    vector = whole_lanes(c)
     for t in nb.prange(shares):
         buf = private[t]
         _zero(buf)
@@ -548,19 +593,29 @@ def meanfield_pass(
             else:
                 e[: hi - lo] = neg_unary[lo:hi]
             qb = q[: hi - lo]
-            _softmax_block(e[: hi - lo], qb, row_max)
+            if known_shift:
+                for b in range(hi - lo):
+                    row_max[b] = shift[lo + b]
+            _softmax_block(e[: hi - lo], qb, row_max, known_shift)
             if write_q:
                 for j in range(q_out.shape[0]):
                     for b in range(hi - lo):
                         q_out[j, lo + b] = qb[b, j]
             if scatter:
                 for b in range(hi - lo):
-                    _scatter_row(buf, offsets, splat_w, lo + b, qb[b])
+                    if vector:
+                        scatter_point(buf, offsets, splat_w, lo + b, q, b)
+                    else:
+                        _scatter_row(buf, offsets, splat_w, lo + b, qb[b])
 
 
 @nb.njit(**{**_JIT, "fastmath": True})
 def _blur_axis(src, dst, nbrs, axis, lo, hi):
     c = src.shape[1]
+    if whole_lanes(c):
+        for v in range(lo, hi):
+            blur_point(dst, src, v, nbrs[axis, v, 0], nbrs[axis, v, 1])
+        return
     for v in range(lo, hi):
         a = nbrs[axis, v, 0]
         b = nbrs[axis, v, 1]

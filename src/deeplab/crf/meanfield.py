@@ -18,6 +18,7 @@ import numpy as np
 from deeplab.crf import kernels
 from deeplab.crf.lattice import PermutohedralLattice, thread_shares
 from deeplab.crf.params import NORMALIZATIONS
+from deeplab.crf.simd import LANES
 from deeplab.crf.validation import as_float32_2d, check_finite
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ Compat = float | np.ndarray
 
 # Largest label-compatibility weight accepted; useful weights are below 100.
 MAX_COMPAT = 1e6
+
+# A softmax shift this far above a row's maximum still leaves its largest exponential well
+# inside float32 (exp(-60) ~ 1e-26); beyond it the maximum is taken.
+MAX_SHIFT_SLACK = 60.0
 
 
 @dataclass
@@ -79,13 +84,9 @@ def _normalisation_scales(
 
 
 def padded_width(num_labels: int) -> int:
-    """Labels are stored padded to 8, 16 or a multiple of 32: the compiled loops over a
-    row of labels then run as whole vector blocks, which is faster than the exact width."""
-    if num_labels <= 8:
-        return 8
-    if num_labels <= 16:
-        return 16
-    return -(-num_labels // 32) * 32
+    """Labels are stored padded to a multiple of :data:`~deeplab.crf.simd.LANES` (8): rows
+    then run as whole vector operations (21 labels -> 24)."""
+    return max(LANES, -(-num_labels // LANES) * LANES)
 
 
 @dataclass
@@ -339,6 +340,7 @@ class DenseCRF:
         # gives softmax(-U)) and splats Q_p for the next pass: Q never has to be stored
         # between updates unless the caller wants to see it.
         values, tmp, private = self._lattice_buffers(plan)
+        shift = self._softmax_shift(plan)
         for p in range(iterations + 1):
             last = p == iterations
             show = last or (callback is not None and p > 0)
@@ -353,12 +355,32 @@ class DenseCRF:
                 show,
                 not last,
                 p > 0,
+                shift,
             )
             if p > 0 and callback is not None:
                 callback(p - 1, out)
             if not last:
                 kernels.reduce_private(private, values)
                 plan.blur(values, tmp)
+
+    def _softmax_shift(self, plan: _Plan) -> np.ndarray:
+        """Per point, an upper bound of the energies every update can reach, (N,) float32,
+        or an empty array where none is known.
+
+        With Potts terms normalised "after", the message of term m is w_m K Q / K 1, in
+        [0, w_m] since 0 <= Q <= 1: the energies stay below max(-U) + sum of positive w_m.
+        Subtracting that bound instead of each row's maximum gives the same softmax and
+        spares the maximum's pass over the labels in every update.
+        """
+        if any(not t.is_potts or t.normalization != "after" for t in plan.terms):
+            return np.empty(0, np.float32)
+        slack = sum(max(float(t.compat), 0.0) for t in plan.terms)
+        if slack > MAX_SHIFT_SLACK:
+            return np.empty(0, np.float32)
+        shift = np.empty(self.num_points, np.float32)
+        kernels.row_max(self._neg_unary, shift)
+        shift += np.float32(slack)
+        return shift
 
     def pairwise_message(self, term: PairwiseTerm, q: np.ndarray) -> np.ndarray:
         """Minus the pairwise cost of one kernel under (N, L) marginals q, (N, L)."""
