@@ -163,3 +163,21 @@ def test_memory_estimate_grows_linearly() -> None:
     small, big = estimate_memory(100, 100, 21), estimate_memory(1000, 1000, 21)
     assert 90 * small < big < 110 * small
     assert estimate_memory(3000, 4000, 21) < 8 * 2**30
+
+
+@pytest.mark.parametrize(("theta_alpha", "theta_beta"), [(121.0, 5.0), (3.3, 0.7), (80.0, 13.0)])
+def test_image_features_are_numpys_float32_divisions(theta_alpha, theta_beta) -> None:
+    """The lattice is built from these values: they must be exactly pydensecrf's
+    (position or colour as float32, divided by the float32 theta)."""
+    from deeplab.crf import bilateral_features, spatial_features
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:37, 0:53]
+    pos = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32) / np.float32(theta_alpha)
+    col = image.reshape(-1, 3).astype(np.float32) / np.float32(theta_beta)
+    np.testing.assert_array_equal(spatial_features(37, 53, theta_alpha), pos)
+    np.testing.assert_array_equal(
+        bilateral_features(image, theta_alpha, theta_beta), np.concatenate([pos, col], 1)
+    )
+    assert spatial_features(0, 5, 3.0).shape == (0, 2)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deeplab.crf import kernels
 from deeplab.crf.lattice import thread_shares
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
@@ -39,21 +40,25 @@ _PER_PIXEL_LABEL = 8
 _PER_PIXEL_WIDTH = 4
 _PER_PIXEL = 200
 _ROWS_PER_PIXEL = 0.2
+_NO_IMAGE = np.zeros((1, 1, 3), np.uint8)  # spatial features read no colours
 
 
 def spatial_features(height: int, width: int, theta: float) -> np.ndarray:
     """(H*W, 2) float32 features (x/theta, y/theta) in row-major pixel order."""
-    t = np.float32(theta)
-    ys, xs = np.mgrid[0:height, 0:width]
-    return np.stack([xs.ravel().astype(np.float32) / t, ys.ravel().astype(np.float32) / t], 1)
+    out = np.empty((height * width, 2), np.float32)
+    if out.size:
+        kernels.image_features(_NO_IMAGE, width, np.float32(theta), np.float32(1.0), out)
+    return out
 
 
 def bilateral_features(image: np.ndarray, theta_alpha: float, theta_beta: float) -> np.ndarray:
     """(H*W, 5) float32 features (x/theta_alpha, y/theta_alpha, rgb/theta_beta)."""
-    h, w = image.shape[:2]
-    pos = spatial_features(h, w, theta_alpha)
-    col = image.reshape(-1, 3).astype(np.float32) / np.float32(theta_beta)
-    return np.ascontiguousarray(np.concatenate([pos, col], axis=1))
+    img = np.ascontiguousarray(image)
+    h, w = img.shape[:2]
+    out = np.empty((h * w, 5), np.float32)
+    if out.size:
+        kernels.image_features(img, w, np.float32(theta_alpha), np.float32(theta_beta), out)
+    return out
 
 
 def estimate_memory(height: int, width: int, num_labels: int) -> int:

@@ -228,6 +228,24 @@ def fill_term_columns(
                 slice_w[k, col + r] = weights[k, r] * b
 
 
+@nb.njit(**_PAR_EXACT)
+def image_features(image, width, theta_pos, theta_col, out):
+    """out (H*W, 2 or 5) = (x, y) / theta_pos, then, with 5 columns, (r, g, b) of the
+    (H, W, 3) image / theta_col: each a float32 division as numpy does it (no fast-math:
+    lattices are built from these values and must see the reference's)."""
+    height = out.shape[0] // width
+    colour = out.shape[1] == 5
+    for y in nb.prange(height):
+        fy = np.float32(y) / theta_pos
+        for x in range(width):
+            k = y * width + x
+            out[k, 0] = np.float32(x) / theta_pos
+            out[k, 1] = fy
+            if colour:
+                for c in range(3):
+                    out[k, 2 + c] = np.float32(image[y, x, c]) / theta_col
+
+
 # -- lattice construction ---------------------------------------------------------------
 
 
