@@ -161,16 +161,26 @@ def blur_point(typingctx, dst, src, v, a, b):
     return sig, codegen
 
 
-def _horizontal(builder, vec, op):
-    """Reduce a LANES vector to a scalar with ``op`` (builder method name)."""
-    acc = builder.extract_element(vec, ir.Constant(_I32, 0))
+def _larger(builder, a, b):
+    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
+
+def _add(builder, a, b):
+    return builder.fadd(a, b, flags=_FAST)
+
+
+def _fold_row(builder, row, width, start, combine):
+    """combine() over a row's LANES-wide blocks from the vector ``start``, then over the
+    lanes of the result: a row's maximum or sum as a float."""
+    acc = cgutils.alloca_once_value(builder, start)
+    with _chunks(builder, width) as chunk:
+        x = _load(builder, row, builder.mul(chunk.index, ir.Constant(_I64, LANES)))
+        builder.store(combine(builder, x, builder.load(acc)), acc)
+    vec = builder.load(acc)
+    out = builder.extract_element(vec, ir.Constant(_I32, 0))
     for i in range(1, LANES):
-        x = builder.extract_element(vec, ir.Constant(_I32, i))
-        if op == "max":
-            acc = builder.select(builder.fcmp_ordered(">", x, acc), x, acc)
-        else:
-            acc = builder.fadd(acc, x, flags=_FAST)
-    return acc
+        out = combine(builder, builder.extract_element(vec, ir.Constant(_I32, i)), out)
+    return out
 
 
 @intrinsic
@@ -182,12 +192,8 @@ def row_max(typingctx, rows, b):
         rows_v, b_v = args
         rows_t, b_t = signature.args
         src = _row_ptr(context, builder, rows_t, rows_v, _int64(context, builder, b_v, b_t))
-        best = cgutils.alloca_once_value(builder, _load(builder, src, ir.Constant(_I64, 0)))
-        with _chunks(builder, _width(context, builder, rows_t, rows_v)) as chunk:
-            x = _load(builder, src, builder.mul(chunk.index, ir.Constant(_I64, LANES)))
-            cur = builder.load(best)
-            builder.store(builder.select(builder.fcmp_ordered(">", x, cur), x, cur), best)
-        return _horizontal(builder, builder.load(best), "max")
+        first = _load(builder, src, ir.Constant(_I64, 0))
+        return _fold_row(builder, src, _width(context, builder, rows_t, rows_v), first, _larger)
 
     return sig, codegen
 
@@ -222,11 +228,7 @@ def normalize_row(typingctx, rows, b):
         rows_t, b_t = signature.args
         row = _row_ptr(context, builder, rows_t, rows_v, _int64(context, builder, b_v, b_t))
         width = _width(context, builder, rows_t, rows_v)
-        total = cgutils.alloca_once_value(builder, ir.Constant(_VEC, [0.0] * LANES))
-        with _chunks(builder, width) as chunk:
-            x = _load(builder, row, builder.mul(chunk.index, ir.Constant(_I64, LANES)))
-            builder.store(builder.fadd(builder.load(total), x, flags=_FAST), total)
-        s = _horizontal(builder, builder.load(total), "add")
+        s = _fold_row(builder, row, width, ir.Constant(_VEC, [0.0] * LANES), _add)
         inv = _broadcast(builder, builder.fdiv(ir.Constant(_F32, 1.0), s, flags=_FAST))
         with _chunks(builder, width) as chunk:
             col = builder.mul(chunk.index, ir.Constant(_I64, LANES))
