@@ -198,3 +198,14 @@ def test_train_transform_validation() -> None:
         TrainTransform(label_offset=8)
     with pytest.raises(ValueError, match="positive"):
         TrainTransform(crop_size=0)
+
+
+def test_numpy_and_torch_input_conventions_agree() -> None:
+    """The loader's numpy conversion and the networks' torch one are the same function."""
+    import torch
+
+    from deeplab.models import to_model_input
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    torch_x = to_model_input(torch.from_numpy(rgb).permute(2, 0, 1))
+    np.testing.assert_allclose(to_caffe(rgb), torch_x.numpy(), rtol=0, atol=1e-5)

@@ -22,6 +22,7 @@ import torch
 
 from deeplab.data.classes import IGNORE_INDEX
 from deeplab.data.sample import Sample
+from deeplab.models.inputs import CAFFE_MEAN_BGR
 
 __all__ = [
     "MEAN_BGR",
@@ -37,8 +38,9 @@ __all__ = [
     "to_caffe",
 ]
 
-MEAN_BGR: tuple[float, float, float] = (104.008, 116.669, 122.675)
-"""Per-channel mean in B, G, R order, subtracted after the RGB -> BGR swap (Caffe)."""
+MEAN_BGR: tuple[float, float, float] = CAFFE_MEAN_BGR
+"""Per-channel mean in B, G, R order, subtracted after the RGB -> BGR swap (Caffe): the
+networks' input convention (:mod:`deeplab.models.inputs`), here on numpy arrays."""
 
 
 def to_caffe(image: np.ndarray, mean_bgr: Sequence[float] = MEAN_BGR) -> np.ndarray:
