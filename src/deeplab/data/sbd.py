@@ -40,6 +40,7 @@ from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.voc import (
     AUG_LABEL_DIR,
     LABEL_DIR,
+    check_listed_files,
     find_voc_root,
     read_name_list,
     write_name_list,
@@ -327,17 +328,7 @@ class SBDSegmentation(SegmentationDataset):
         if not self.names:
             raise ValueError(f"SBD list {self.list_file} is empty")
         if check_files:
-            missing = [
-                str(path)
-                for name in self.names
-                for path in (self.image_path(name), self.label_path(name))
-                if not path.is_file()
-            ]
-            if missing:
-                raise FileNotFoundError(
-                    f"{len(missing)} file(s) listed by {self.list_file} are missing, e.g. "
-                    + ", ".join(missing[:3])
-                )
+            check_listed_files(self.names, self.image_path, self.label_path, self.list_file)
 
     def image_path(self, name: str) -> Path:
         return self.root / "img" / f"{name}.jpg"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,27 @@ AUG_LABEL_DIR = "SegmentationClassAug"
 IMAGE_DIR = "JPEGImages"
 LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/SegmentationAug")
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+
+
+def check_listed_files(
+    names: Sequence[str],
+    image_path: Callable[[str], Path],
+    label_path: Callable[[str], Path],
+    list_file: Path,
+) -> None:
+    """FileNotFoundError naming the count and a few of the images and labels that the list
+    names but the disk lacks."""
+    missing = [
+        str(path)
+        for name in names
+        for path in (image_path(name), label_path(name))
+        if not path.is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} file(s) listed by {list_file} are missing, e.g. "
+            + ", ".join(missing[:3])
+        )
 
 
 def read_name_list(path: str | os.PathLike[str]) -> list[str]:
@@ -152,17 +173,7 @@ class VOCSegmentation(SegmentationDataset):
         return self.label_dir / f"{name}.png"
 
     def _check_files(self) -> None:
-        missing = [
-            str(path)
-            for name in self.names
-            for path in (self.image_path(name), self.label_path(name))
-            if not path.is_file()
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} file(s) listed by {self.list_file} are missing, e.g. "
-                + ", ".join(missing[:3])
-            )
+        check_listed_files(self.names, self.image_path, self.label_path, self.list_file)
 
     def _load(self, index: int) -> Sample:
         name = self.names[index]
