@@ -4,11 +4,16 @@ A reader (another process, a crashed run resumed later) must never see a half-wr
 checkpoint, label PNG or report: we write to a temporary file in the destination folder,
 flush and fsync it, then ``os.replace`` it over the target, which is atomic on POSIX and
 Windows when both paths are on the same file system (hence the same folder).
+
+A process killed between the two leaves its temporary file behind. Temporary names carry
+the writer's process id (``.NAME.<pid>.<random>.tmp``), and the next write of the same
+target removes those whose process no longer exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -43,7 +48,10 @@ def atomic_write(
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_orphans(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     tmp = Path(tmp_name)
     try:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
@@ -63,6 +71,32 @@ def atomic_write(
             tmp.unlink()
         raise
     _fsync_dir(target.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is not ours, or the platform cannot tell: keep its file
+    return True
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete temporary files of ``target`` left by writers that were killed."""
+    prefix = f".{target.name}."
+    try:
+        siblings = list(target.parent.glob(f"{glob.escape(prefix)}*.tmp"))
+    except OSError:
+        return
+    for tmp in siblings:
+        pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        if not _pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:
