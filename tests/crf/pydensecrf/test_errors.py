@@ -295,3 +295,11 @@ def test_imports_neither_torch_nor_the_networks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sizes_beyond_memory_are_refused_before_anything_is_allocated() -> None:
+    with pytest.raises(MemoryError, match="GiB"):
+        dcrf.DenseCRF2D(200_000, 100_000, 21)
+    with pytest.raises(MemoryError, match="GiB"):
+        dcrf.DenseCRF(10**10, 2)
+    dcrf.DenseCRF2D(640, 480, 21)  # an ordinary size is fine

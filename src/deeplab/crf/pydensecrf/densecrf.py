@@ -19,6 +19,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from deeplab.crf.dense import check_memory
 from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.meanfield import DenseCRF as _CoreCRF
 from deeplab.crf.validation import as_float32_2d
@@ -259,6 +260,8 @@ class DenseCRF:
     def __init__(self, nvar: int, nlabels: int) -> None:
         self._nvar = _count(nvar, "nvar")
         self._nlabel = _count(nlabels, "nlabels")
+        # pydensecrf would allocate and die (or be killed) half-way: refuse with figures.
+        check_memory(1, self._nvar, self._nlabel)
         self._kernels: list[_Kernel] = []
         # Built when the unary is set; kernels are added to it as they come.
         self._core: _CoreCRF | None = None
