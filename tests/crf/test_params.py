@@ -38,6 +38,7 @@ def test_unknown_preset_lists_the_names() -> None:
         ("theta_alpha", 0),
         ("theta_beta", -1),
         ("theta_gamma", float("nan")),
+        ("theta_alpha", 1e-300),  # positive, but 0 in float32
         ("w1", -0.5),
         ("w2", float("inf")),
         ("iterations", -1),

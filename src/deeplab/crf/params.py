@@ -14,6 +14,10 @@ from deeplab.crf.validation import check_nonnegative, check_positive
 NORMALIZATIONS = ("after", "symmetric", "before", "none")
 
 
+# Smallest standard deviation accepted: features are divided by it in float32.
+MIN_THETA = 1e-30
+
+
 @dataclass(frozen=True)
 class CRFParams:
     """Fully connected CRF parameters (paper eq. 3; Kraehenbuehl & Koltun 2011).
@@ -41,7 +45,11 @@ class CRFParams:
         for name in ("w1", "w2"):
             object.__setattr__(self, name, check_nonnegative(getattr(self, name), name))
         for name in ("theta_alpha", "theta_beta", "theta_gamma"):
-            object.__setattr__(self, name, check_positive(getattr(self, name), name))
+            theta = check_positive(getattr(self, name), name)
+            if theta < MIN_THETA:
+                # Features are float32: x / 1e-300 is inf, and the error would name them.
+                raise ValueError(f"{name} must be at least {MIN_THETA:g}, got {theta!r}")
+            object.__setattr__(self, name, theta)
         try:
             whole = (
                 not isinstance(self.iterations, bool) and int(self.iterations) == self.iterations
