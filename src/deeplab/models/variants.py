@@ -12,6 +12,7 @@ to know where its stride-8 output cells sit on the image.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -138,25 +139,42 @@ class Variant:
         return self.tap_geometry(True)[-1][0]
 
 
+_DEEPLAB = Variant(
+    name="deeplab",
+    paper_name="DeepLab",
+    description="VGG-16, fc6 decimated to 4x4 (input stride 4), 2x2 pooling",
+    pool=Pool(2, 2, 1),
+    pool4=Pool(2, 1, 0),
+    pool4_eval_padding=1,
+    fc6_kernel=4,
+    fc6_dilation=4,
+    fc6_padding=6,
+    train_crop=306,
+    paper_params_m=65.1,
+    caffe_config="vgg128_noup",
+    crf_preset="deeplab",
+    init_weights="vgg16_128",
+)
+
+_LARGEFOV = Variant(
+    name="deeplab-largefov",
+    paper_name="DeepLab-LargeFOV",
+    description="fc6 3x3 with input stride 12, fc6/fc7 reduced to 1024 channels",
+    pool5a=Pool(3, 1, 1),
+    fc6_kernel=3,
+    fc6_dilation=12,
+    fc6_padding=12,
+    fc_channels=1024,
+    paper_params_m=20.5,
+    caffe_config="DeepLab-LargeFOV",
+    crf_preset="deeplab-largefov",
+    init_weights="vgg16_20M",
+)
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant(
-            name="deeplab",
-            paper_name="DeepLab",
-            description="VGG-16, fc6 decimated to 4x4 (input stride 4), 2x2 pooling",
-            pool=Pool(2, 2, 1),
-            pool4=Pool(2, 1, 0),
-            pool4_eval_padding=1,
-            fc6_kernel=4,
-            fc6_dilation=4,
-            fc6_padding=6,
-            train_crop=306,
-            paper_params_m=65.1,
-            caffe_config="vgg128_noup",
-            crf_preset="deeplab",
-            init_weights="vgg16_128",
-        ),
+        _DEEPLAB,
         Variant(
             name="deeplab-7x7",
             paper_name="DeepLab-7x7",
@@ -178,49 +196,27 @@ VARIANTS: dict[str, Variant] = {
             crf_preset="deeplab",
             init_weights="vgg16_128",
         ),
-        Variant(
-            name="deeplab-largefov",
-            paper_name="DeepLab-LargeFOV",
-            description="fc6 3x3 with input stride 12, fc6/fc7 reduced to 1024 channels",
-            pool5a=Pool(3, 1, 1),
-            fc6_kernel=3,
-            fc6_dilation=12,
-            fc6_padding=12,
-            fc_channels=1024,
-            paper_params_m=20.5,
-            caffe_config="DeepLab-LargeFOV",
-            crf_preset="deeplab-largefov",
-            init_weights="vgg16_20M",
-        ),
-        Variant(
+        _LARGEFOV,
+        # The MSc variants are their base networks plus the multi-scale branches.
+        dataclasses.replace(
+            _DEEPLAB,
             name="deeplab-msc",
             paper_name="DeepLab-MSc",
             description="DeepLab plus multi-scale branches on the input and pool1..pool4",
-            pool=Pool(2, 2, 1),
-            pool4=Pool(2, 1, 0),
-            pool4_eval_padding=1,
-            fc6_kernel=4,
-            fc6_dilation=4,
-            fc6_padding=6,
             msc=True,
-            train_crop=306,
+            paper_params_m=None,
             caffe_config="DeepLab-MSc",
             crf_preset="deeplab-msc",
-            init_weights="vgg16_128",
         ),
-        Variant(
+        dataclasses.replace(
+            _LARGEFOV,
             name="deeplab-msc-largefov",
             paper_name="DeepLab-MSc-LargeFOV",
             description="DeepLab-LargeFOV plus multi-scale branches",
-            pool5a=Pool(3, 1, 1),
-            fc6_kernel=3,
-            fc6_dilation=12,
-            fc6_padding=12,
-            fc_channels=1024,
             msc=True,
+            paper_params_m=None,
             caffe_config="DeepLab-MSc-LargeFOV",
             crf_preset="deeplab-msc-largefov",
-            init_weights="vgg16_20M",
         ),
         # Not in the paper: LargeFOV's exact topology (pools, strides, dilations, pads) with
         # narrow layers, for training from scratch on a small CPU in minutes. It stays
@@ -229,18 +225,17 @@ VARIANTS: dict[str, Variant] = {
         # at unit scale through its 15 ReLU layers, which is what makes it trainable from
         # scratch without normalisation. Dropout is off: with 128-wide fc layers and a few
         # thousand SGD steps it only slows convergence.
-        Variant(
+        dataclasses.replace(
+            _LARGEFOV,
             name="deeplab-largefov-tiny",
             paper_name="(none: narrow LargeFOV for CPU demos)",
             description="LargeFOV topology, channels 16-32-64-64-64, fc 128, no dropout",
             channels=(16, 32, 64, 64, 64),
-            pool5a=Pool(3, 1, 1),
-            fc6_kernel=3,
-            fc6_dilation=12,
-            fc6_padding=12,
             fc_channels=128,
             dropout=0.0,
-            crf_preset="deeplab-largefov",
+            paper_params_m=None,
+            caffe_config=None,
+            init_weights=None,
         ),
     )
 }
