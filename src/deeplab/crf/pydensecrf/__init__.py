@@ -6,38 +6,7 @@ dcrf``) in place of ``import pydensecrf.densecrf as dcrf``, and
 only.
 """
 
-from deeplab.crf.pydensecrf import utils
-from deeplab.crf.pydensecrf.densecrf import (
-    CONST_KERNEL,
-    DIAG_KERNEL,
-    FULL_KERNEL,
-    NO_NORMALIZATION,
-    NORMALIZE_AFTER,
-    NORMALIZE_BEFORE,
-    NORMALIZE_SYMMETRIC,
-    ConstUnary,
-    DenseCRF,
-    DenseCRF2D,
-    KernelType,
-    LogisticUnary,
-    NormalizationType,
-    Unary,
-)
+from deeplab.crf.pydensecrf import densecrf, utils
+from deeplab.crf.pydensecrf.densecrf import *  # noqa: F403 (the module's whole API, as pydensecrf)
 
-__all__ = [
-    "CONST_KERNEL",
-    "DIAG_KERNEL",
-    "FULL_KERNEL",
-    "NORMALIZE_AFTER",
-    "NORMALIZE_BEFORE",
-    "NORMALIZE_SYMMETRIC",
-    "NO_NORMALIZATION",
-    "ConstUnary",
-    "DenseCRF",
-    "DenseCRF2D",
-    "KernelType",
-    "LogisticUnary",
-    "NormalizationType",
-    "Unary",
-    "utils",
-]
+__all__ = [*densecrf.__all__, "utils"]
