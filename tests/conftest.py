@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the real data lives."""
+"""Shared test fixtures: where the real data lives, a small network checkpoint."""
 
 from __future__ import annotations
 
@@ -16,3 +16,24 @@ def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"shared data not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deeplab-largefov-tiny checkpoint with the synthetic classes (fresh weights, seed 0):
+    for tests of the machinery around a network, not of its accuracy. Read it, never
+    write it."""
+    import torch
+
+    from deeplab.data.synthetic import SYNTHETIC_CLASSES
+    from deeplab.models import build_model, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_weights") / "tiny.safetensors"
+    save_model(
+        build_model("deeplab-largefov-tiny", num_classes=6),
+        path,
+        class_names=SYNTHETIC_CLASSES,
+        source="test",
+    )
+    return path

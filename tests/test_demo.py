@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import deeplab.demo as demo
@@ -26,16 +25,8 @@ from deeplab.segment import shipped_weights
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("demo") / "tiny.safetensors"
-    save_model(
-        build_model("deeplab-largefov-tiny", num_classes=6),
-        path,
-        class_names=SYNTHETIC_CLASSES,
-        source="test",
-    )
-    return path
+def weights(tiny_weights: Path) -> Path:
+    return tiny_weights
 
 
 def test_main_class_ignores_background_and_void() -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import deeplab.segment as segment
@@ -15,8 +14,6 @@ from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
 from deeplab.data.classes import read_label_png
 from deeplab.data.image_io import save_png
-from deeplab.data.synthetic import SYNTHETIC_CLASSES
-from deeplab.models import build_model, save_model
 from deeplab.predict import Predictor
 from deeplab.segment import (
     Segmenter,
@@ -29,17 +26,8 @@ from deeplab.segment import (
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A deeplab-largefov-tiny checkpoint with the synthetic classes (fresh weights)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(
-        build_model("deeplab-largefov-tiny", num_classes=6),
-        path,
-        class_names=SYNTHETIC_CLASSES,
-        source="test",
-    )
-    return path
+def weights(tiny_weights: Path) -> Path:
+    return tiny_weights
 
 
 @pytest.fixture()

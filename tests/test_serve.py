@@ -31,8 +31,6 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from deeplab.data import SyntheticScenes  # noqa: E402
-from deeplab.data.synthetic import SYNTHETIC_CLASSES  # noqa: E402
-from deeplab.models import build_model, save_model  # noqa: E402
 from deeplab.segment import load_network  # noqa: E402
 from deeplab.serve import SegmentService, create_app, decode_image  # noqa: E402
 
@@ -69,19 +67,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tiny_weights: Path) -> Iterator[Server]:
     """deeplab-largefov-tiny (fresh weights, synthetic classes) served on 127.0.0.1."""
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("serve") / "tiny.safetensors"
-    save_model(
-        build_model("deeplab-largefov-tiny", num_classes=6),
-        path,
-        class_names=SYNTHETIC_CLASSES,
-        source="test",
-    )
-    net = load_network(None, path)
+    net = load_network(None, tiny_weights)
     service = SegmentService(net.model, net.info, cache_size=2, max_pixels=600_000)
     app = create_app(service, max_upload_bytes=MAX_UPLOAD)
     port = _free_port()

@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.data import IGNORE_INDEX
-from deeplab.models import build_model, load_model, save_model
+from deeplab.models import build_model, load_model
 from deeplab.models.inputs import to_model_input
 from deeplab.predict import upsample_logits
 from deeplab.train import DataSpec, Recipe, load_latest, read_log, train
@@ -23,13 +23,9 @@ SMALL_CRF = CRFParams(w1=4.0, theta_alpha=6.0, theta_beta=6.0, w2=3.0, theta_gam
 
 
 @pytest.fixture
-def trained_net(tmp_path: Path) -> Path:
-    """A deeplab-largefov-tiny checkpoint for 6 classes (fresh weights stand in for a
-    trained network: the tests check the mechanics, not the accuracy)."""
-    torch.manual_seed(0)
-    path = tmp_path / "net.safetensors"
-    save_model(build_model("deeplab-largefov-tiny", num_classes=6), path, source="test")
-    return path
+def trained_net(tiny_weights: Path) -> Path:
+    """Fresh weights stand in for a trained network: the tests check the mechanics."""
+    return tiny_weights
 
 
 @pytest.fixture
