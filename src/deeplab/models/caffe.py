@@ -176,7 +176,8 @@ def _blob(buf: Buffer, start: int, end: int) -> np.ndarray:
             values += memoryview(buf)[a:b]
         elif field == 8:
             _expect(wire, (LENGTH, FIXED64), "BlobProto.double_data")
-            with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
+            # Out-of-range doubles become +-inf and NaN stays NaN, as in Caffe.
+            with np.errstate(over="ignore", invalid="ignore"):
                 values += _packed(buf, a, b, "<f8").astype("<f4").tobytes()
         elif field == 7:
             _expect(wire, (LENGTH,), "BlobProto.shape")
