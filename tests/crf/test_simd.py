@@ -93,3 +93,14 @@ def test_rows_of_a_slice_use_its_own_stride() -> None:
 def test_whole_lanes() -> None:
     assert simd.whole_lanes(24) and simd.whole_lanes(8)
     assert not simd.whole_lanes(21) and not simd.whole_lanes(1)
+
+
+def test_mean_field_kernels_refuse_rows_that_are_not_whole_vectors() -> None:
+    from deeplab.crf import kernels
+
+    energy = np.zeros((10, 21), np.float32)  # 21 labels, not padded to 24
+    with pytest.raises(ValueError, match="multiple of 8"):
+        kernels.softmax_rows(energy, np.empty_like(energy))
+    out = np.empty(10, np.float32)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        kernels.row_maxima(energy, out)

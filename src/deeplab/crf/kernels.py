@@ -31,7 +31,7 @@ from deeplab.crf.simd import (
     subtract_row,
     whole_lanes,
 )
-from deeplab.crf.simd import row_max as simd_row_max
+from deeplab.crf.simd import row_max as row_maximum
 
 _JIT = {"cache": True, "nogil": True}
 _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
@@ -93,49 +93,39 @@ def _exp_nonpositive(x):
 
 @nb.njit(**_JIT)
 def _softmax_block(e, out, row_max, known_shift=False):
-    """out = softmax of each row of e (B, C); row_max: (>= B,) scratch, or with
-    ``known_shift`` each row's shift: any value at least the row's maximum and less than
-    about 80 above it gives the same softmax (the exponents stay in float32's range).
+    """out = softmax of each row of e (B, C), C a multiple of 8 (:func:`check_width`);
+    row_max: (>= B,) scratch, or with ``known_shift`` each row's shift: any value at least
+    the row's maximum and less than about 80 above it gives the same softmax (the exponents
+    stay in float32's range).
 
     The exponentials run as one loop over the whole block: rows of a few dozen labels are
     too short for the vectoriser, a block of them is not.
     """
     rows, c = e.shape
-    vector = whole_lanes(c)
     if not known_shift:
         for b in range(rows):
-            if vector:
-                row_max[b] = simd_row_max(e, b)
-            else:
-                m = e[b, 0]
-                for j in range(1, c):
-                    m = max(m, e[b, j])
-                row_max[b] = m
+            row_max[b] = row_maximum(e, b)
     for b in range(rows):
-        if vector:
-            subtract_row(out, e, b, row_max[b])
-        else:
-            m = row_max[b]
-            for j in range(c):
-                out[b, j] = e[b, j] - m
+        subtract_row(out, e, b, row_max[b])
     flat = out.reshape(rows * c)
     for i in range(rows * c):
         flat[i] = _exp_nonpositive(flat[i])
     for b in range(rows):
-        if vector:
-            normalize_row(out, b)
-        else:
-            total = _ZERO
-            for j in range(c):
-                total += out[b, j]
-            inv = _ONE / total
-            for j in range(c):
-                out[b, j] *= inv
+        normalize_row(out, b)
+
+
+@nb.njit(**_JIT)
+def check_width(values):
+    """Refuse label rows that the vector operations cannot cover whole (the mean-field
+    kernels' contract: labels padded to a multiple of 8, see ``meanfield.padded_width``)."""
+    if not whole_lanes(values.shape[1]):
+        raise ValueError("label rows must be padded to a multiple of 8 floats")
 
 
 @nb.njit(**_PAR)
 def softmax_rows(energy, out):
-    """out[k] = softmax(energy[k]) for (N, C) float32 arrays."""
+    """out[k] = softmax(energy[k]) for (N, C) float32 arrays, C a multiple of 8."""
+    check_width(energy)
     n = energy.shape[0]
     for ch in nb.prange((n + BLOCK - 1) // BLOCK):
         lo = ch * BLOCK
@@ -185,15 +175,13 @@ def count_invalid(values):
 
 
 @nb.njit(**_PAR)
-def row_max(values, out):
-    """out[k] = max_j values[k, j] for (N, C) float32 values."""
-    n, c = values.shape
+def row_maxima(values, out):
+    """out[k] = max_j values[k, j] for (N, C) float32 values, C a multiple of 8."""
+    check_width(values)
+    n = values.shape[0]
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
         for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            m = values[k, 0]
-            for j in range(1, c):
-                m = max(m, values[k, j])
-            out[k] = m
+            out[k] = row_maximum(values, k)
 
 
 @nb.njit(**_PAR)
@@ -516,20 +504,8 @@ def _scatter_row(buf, offsets, weights, k, row):
 @nb.njit(**_JIT)
 def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi):
     """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]]."""
-    c = e.shape[1]
-    if whole_lanes(c):
-        for b in range(hi - lo):
-            gather_point(e, b, neg_unary, lattice_values, offsets, weights, lo + b)
-        return
     for b in range(hi - lo):
-        k = lo + b
-        for j in range(c):
-            e[b, j] = neg_unary[k, j]
-        for r in range(offsets.shape[1]):
-            o = offsets[k, r]
-            w = weights[k, r]
-            for j in range(c):
-                e[b, j] += w * lattice_values[o, j]
+        gather_point(e, b, neg_unary, lattice_values, offsets, weights, lo + b)
 
 
 @nb.njit(**_PAR)
@@ -593,10 +569,10 @@ def meanfield_pass(
     point's energies to subtract before the exponential (see :func:`_softmax_block`), or
     empty to use the maximum.
     """
+    check_width(neg_unary)
     n, c = neg_unary.shape
     shares = private.shape[0]
     known_shift = shift.size > 0
-    vector = whole_lanes(c)
     for t in nb.prange(shares):
         buf = private[t]
         _zero(buf)
@@ -621,10 +597,7 @@ def meanfield_pass(
                         q_out[j, lo + b] = qb[b, j]
             if scatter:
                 for b in range(hi - lo):
-                    if vector:
-                        scatter_point(buf, offsets, splat_w, lo + b, q, b)
-                    else:
-                        _scatter_row(buf, offsets, splat_w, lo + b, qb[b])
+                    scatter_point(buf, offsets, splat_w, lo + b, q, b)
 
 
 @nb.njit(**{**_JIT, "fastmath": True})
@@ -697,6 +670,7 @@ def slice_softmax(neg_unary, lattice_values, offsets, weights, q_out):
     The weights already hold w_m * alpha * normalisation * barycentric weight, so all
     kernels are sliced, summed and normalised in one pass over the points.
     """
+    check_width(neg_unary)
     n, c = neg_unary.shape
     for ch in nb.prange((n + BLOCK - 1) // BLOCK):
         lo = ch * BLOCK

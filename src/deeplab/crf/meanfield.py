@@ -378,7 +378,7 @@ class DenseCRF:
         if slack > MAX_SHIFT_SLACK:
             return np.empty(0, np.float32)
         shift = np.empty(self.num_points, np.float32)
-        kernels.row_max(self._neg_unary, shift)
+        kernels.row_maxima(self._neg_unary, shift)
         shift += np.float32(slack)
         return shift
 
