@@ -23,7 +23,7 @@ from deeplab.models import DeepLab
 from deeplab.models.inputs import from_model_input
 from deeplab.predict import upsample_logits
 
-__all__ = ["CRFTrainingNet", "crf_layer", "crf_param_group", "learned_params"]
+__all__ = ["CRFTrainingNet", "crf_layer", "crf_param_group"]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,3 @@ def crf_param_group(crf: DenseCRF, lr_mult: float) -> dict[str, Any]:
         "lr_mult": float(lr_mult),
         "weight_decay": 0.0,
     }
-
-
-def learned_params(crf: DenseCRF) -> CRFParams:
-    """The CRF as trained, with the test-time iteration count, for ``--crf FILE``."""
-    return crf.to_params()

@@ -57,12 +57,7 @@ from deeplab.train.checkpoint import (
     save_checkpoint,
 )
 from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
-from deeplab.train.end_to_end import (
-    CRFTrainingNet,
-    crf_layer,
-    crf_param_group,
-    learned_params,
-)
+from deeplab.train.end_to_end import CRFTrainingNet, crf_layer, crf_param_group
 from deeplab.train.logs import append_log, plot_training_curve, read_log, truncate_log
 from deeplab.train.recipe import Recipe, classifier_parameter, lr_at, param_groups
 
@@ -473,7 +468,8 @@ def _train(
             },
         )
         if crf is not None:
-            learned_params(crf).save(run_dir / CRF_NAME)
+            # The learnt w1, w2 with the test-time iteration count, for --crf FILE.
+            crf.to_params().save(run_dir / CRF_NAME)
         records = read_log(run_dir / LOG_NAME)
         if records:
             plot_training_curve(records, run_dir / CURVE_NAME, title=f"{recipe.model}")
