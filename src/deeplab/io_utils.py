@@ -6,15 +6,16 @@ flush and fsync it, then ``os.replace`` it over the target, which is atomic on P
 Windows when both paths are on the same file system (hence the same folder).
 
 A process killed between the two leaves its temporary file behind. Temporary names carry
-the writer's process id (``.NAME.<pid>.<random>.tmp``), and the next write of the same
-target removes those whose process no longer exists.
+the writer's process id (``.NAME.<pid>.<random>.tmp``); the first write of a process into a
+folder removes the temporary files there whose process no longer exists (once per folder:
+a folder of many outputs is not listed again for every file).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ def atomic_write(
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(target)
+    _remove_orphans(target.parent)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
     )
@@ -83,20 +84,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_orphans(target: Path) -> None:
-    """Delete temporary files of ``target`` left by writers that were killed."""
-    prefix = f".{target.name}."
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_cleaned: set[tuple[int, str]] = set()  # (pid, folder) pairs already cleaned
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Delete the temporary files in ``folder`` left by writers that were killed."""
+    key = (os.getpid(), str(folder))
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
     try:
-        siblings = list(target.parent.glob(f"{glob.escape(prefix)}*.tmp"))
+        entries = list(os.scandir(folder))
     except OSError:
         return
-    for tmp in siblings:
-        pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or int(match["pid"]) == os.getpid():
             continue
-        if not _pid_alive(int(pid_text)):
+        if not _pid_alive(int(match["pid"])):
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(entry.path)
 
 
 def _fsync_dir(folder: Path) -> None:

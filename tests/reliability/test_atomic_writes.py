@@ -152,20 +152,20 @@ def test_the_writes_of_the_package_go_through_atomic_write() -> None:
     assert [d for d in direct if not d.startswith(allowed)] == []
 
 
-def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+def test_killed_writers_temporary_files_are_removed_by_the_next_write(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     dead_pid = int(dead.stdout)
     target = tmp_path / "model.v1.safetensors"
     orphan = tmp_path / f".model.v1.safetensors.{dead_pid}.abc123.tmp"
     alive = tmp_path / f".model.v1.safetensors.{os.getppid()}.def456.tmp"  # a live writer
-    other = tmp_path / f".other.safetensors.{dead_pid}.ghi789.tmp"  # another target's
-    for f in (orphan, alive, other):
+    other = tmp_path / f".other.png.{dead_pid}.ghi789.tmp"  # another target's, also dead
+    user = tmp_path / ".notes.tmp"  # not a name atomic_write makes
+    for f in (orphan, alive, other, user):
         f.write_bytes(b"half a file")
     atomic_write_bytes(target, b"whole")
     assert target.read_bytes() == b"whole"
-    assert not orphan.exists()
-    assert alive.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [target.name, alive.name, other.name]
-    )
+    assert not orphan.exists() and not other.exists()
+    assert alive.exists() and user.exists()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([target.name, alive.name, user.name])
