@@ -31,6 +31,7 @@ from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.models import to_model_input
+from deeplab.threads import rebalance_torch_threads
 
 __all__ = [
     "OUTPUT_STRIDE",
@@ -159,6 +160,8 @@ class Predictor:
         h, w = img.shape[:2]
         rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
         x = pad_input(to_model_input(rgb), padded_size(h, w, self.pad_to))
+        if self.device.type == "cpu":
+            rebalance_torch_threads()
         out = self.model(x)
         return out[0].float().cpu().numpy()
 

@@ -63,18 +63,28 @@ def data_spec_from_args(
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="CPU threads per process for torch and the CRF (1 is much faster on a busy "
-        "machine)",
+        help="CPU threads per process for torch and the CRF, fixed (default: as many as "
+        "there are cores free, re-decided as the machine's load changes)",
     )  # fmt: skip
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """--threads for torch and for the CRF's numba kernels (spinning thread pools on a
-    loaded machine can be 10x slower than one thread)."""
-    if getattr(args, "threads", None):
-        import numba
-        import torch
+    """--threads N: exactly N threads for torch and for the CRF's numba kernels, with no
+    adaptation to the load (bit-identical training needs a fixed count). Without it both
+    follow the free cores (``deeplab.threads``, ``deeplab.crf.threads``)."""
+    threads = getattr(args, "threads", None)
+    if not threads:  # not given, or 0: the default
+        return
+    if threads < 0:
+        raise SystemExit(f"error: --threads must be at least 1, got {threads}")
+    import os
 
-        numba.set_num_threads(max(1, min(int(args.threads), numba.config.NUMBA_NUM_THREADS)))
-        # After numba: launching its OpenMP pool resets torch's thread count to all cores.
-        torch.set_num_threads(int(args.threads))
+    import numba
+
+    from deeplab.threads import set_torch_thread_cap
+
+    # Worker processes (evaluate --workers, tune-crf) inherit the setting.
+    os.environ["DEEPLAB_ADAPTIVE_THREADS"] = "0"
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    # After numba: launching its OpenMP pool resets torch's thread count to all cores.
+    set_torch_thread_cap(int(threads))

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deeplab.crf import kernels
-from deeplab.crf.lattice import thread_shares
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
+from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
 from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
 
@@ -155,14 +155,16 @@ def _run(
             raise ValueError(
                 f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
             )
-    crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, compat)
     cb = None
     if callback is not None:
 
         def cb(it: int, q: np.ndarray) -> None:
             callback(it, q.reshape(num_labels, h, w).copy())
 
-    return crf.inference(params.iterations, callback=cb).reshape(num_labels, h, w)
+    with adapted_threads():
+        crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, compat)
+        q = crf.inference(params.iterations, callback=cb)
+    return q.reshape(num_labels, h, w)
 
 
 def _backend(backend: str, *inputs: object) -> str:

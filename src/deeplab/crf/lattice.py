@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import numba
 import numpy as np
 
 from deeplab.crf import kernels
+from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.validation import as_float32_2d
 
 log = logging.getLogger(__name__)
-
-
-def thread_shares() -> int:
-    """How many thread-private buffers a parallel scatter uses: one per numba thread."""
-    return max(1, int(numba.get_num_threads()))
 
 
 class PermutohedralLattice:
@@ -41,6 +36,12 @@ class PermutohedralLattice:
             raise ValueError("features: need at least one feature dimension, got shape (N, 0)")
         if d > 100:
             raise ValueError(f"features: {d} dimensions is more than the lattice supports (100)")
+        with adapted_threads():
+            self._build(feats)
+        log.debug("lattice: %d points, d=%d, %d vertices", n, d, self.num_vertices)
+
+    def _build(self, feats: np.ndarray) -> None:
+        n, d = feats.shape
         rem0, rank, weights, overflow = kernels.simplex_keys(feats)
         if overflow:
             raise ValueError(
@@ -61,7 +62,6 @@ class PermutohedralLattice:
         del keys, table
         #: The reference's scale of the blurred result, 1 / (1 + 2^-d).
         self.alpha = float(1.0 / (1.0 + 2.0 ** (-d)))
-        log.debug("lattice: %d points, d=%d, %d vertices", n, d, self.num_vertices)
 
     def blur(
         self, values: np.ndarray, tmp: np.ndarray | None = None, reverse: bool = False
@@ -102,7 +102,9 @@ class PermutohedralLattice:
                 f"got shape {vals.shape}"
             )
         buf = np.empty((self.num_vertices + 1, vals2.shape[1]), np.float32)
-        self.splat_blur(vals2, buf, reverse=reverse)
         out = np.empty_like(vals2)
-        kernels.slice_into(buf, self.offsets, self.weights * np.float32(self.alpha), out, False)
+        with adapted_threads():
+            self.splat_blur(vals2, buf, reverse=reverse)
+            slice_w = self.weights * np.float32(self.alpha)
+            kernels.slice_into(buf, self.offsets, slice_w, out, False)
         return out[:, 0] if squeeze else out

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeplab.crf import kernels
-from deeplab.crf.lattice import PermutohedralLattice, thread_shares
+from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.params import NORMALIZATIONS
 from deeplab.crf.simd import LANES
+from deeplab.crf.threads import adapted_threads, rebalance, thread_shares
 from deeplab.crf.validation import as_float32_2d, check_finite
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,8 @@ class DenseCRF:
     def step(self, q: np.ndarray) -> np.ndarray:
         """One mean-field update of point-major marginals q (N, L); returns the new q."""
         out = np.empty((self.num_points, self.width), np.float32)
-        self._update(self._pad(q), out)
+        with adapted_threads():
+            self._update(self._pad(q), out)
         return np.ascontiguousarray(out[:, : self.num_labels])
 
     def inference(
@@ -311,23 +313,33 @@ class DenseCRF:
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
         iterations = int(iterations)
-        plan = self._plan_or_build()
         out = np.empty((self.num_labels, self.num_points), np.float32)
-        if plan.matrix_terms:
-            q = np.empty_like(self._neg_unary)
-            kernels.softmax_rows(self._neg_unary, q)
-            q_next = np.empty_like(q)
-            for it in range(iterations):
-                self._update(q, q_next)
-                q, q_next = q_next, q
-                if callback is not None:
-                    kernels.transpose(q, out)
-                    callback(it, out)
-            kernels.transpose(q, out)
-        else:
-            self._fused_inference(plan, iterations, out, callback)
+        with adapted_threads():
+            plan = self._plan_or_build()
+            if plan.matrix_terms:
+                self._matrix_inference(iterations, out, callback)
+            else:
+                self._fused_inference(plan, iterations, out, callback)
         check_finite(out, "CRF marginals")
         return out
+
+    def _matrix_inference(
+        self,
+        iterations: int,
+        out: np.ndarray,
+        callback: Callable[[int, np.ndarray], None] | None,
+    ) -> None:
+        q = np.empty_like(self._neg_unary)
+        kernels.softmax_rows(self._neg_unary, q)
+        q_next = np.empty_like(q)
+        for it in range(iterations):
+            rebalance()
+            self._update(q, q_next)
+            q, q_next = q_next, q
+            if callback is not None:
+                kernels.transpose(q, out)
+                callback(it, out)
+        kernels.transpose(q, out)
 
     def _fused_inference(
         self,
@@ -342,6 +354,8 @@ class DenseCRF:
         values, tmp, private = self._lattice_buffers(plan)
         shift = self._softmax_shift(plan)
         for p in range(iterations + 1):
+            if p > 0:  # the load may have changed since the last update
+                rebalance()
             last = p == iterations
             show = last or (callback is not None and p > 0)
             kernels.meanfield_pass(

@@ -50,6 +50,7 @@ from deeplab.io_utils import atomic_write_bytes
 from deeplab.models import WEIGHTS, DeepLab, build_model, convert_file, save_model
 from deeplab.models.convert import map_deeplab
 from deeplab.models.weights import read_state_dict, weights_dir
+from deeplab.threads import rebalance_torch_threads
 from deeplab.train.checkpoint import (
     TrainState,
     load_latest,
@@ -373,6 +374,8 @@ def _train(
     window: list[float] = []
     window_start = time.perf_counter()
     for t in range(start, stop):
+        if device.type == "cpu":
+            rebalance_torch_threads()
         lr = lr_at(t, recipe)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]

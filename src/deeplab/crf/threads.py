@@ -1,0 +1,141 @@
+"""Thread counts that follow the cores actually free.
+
+A parallel region ends at a barrier: when another process holds one of two cores, the
+thread sharing that core reaches each barrier a scheduler time slice late, and the CRF's
+hundred-odd regions per call ran 3.4x slower with two threads than with one. So the
+numba kernels run on as many threads as there are cores nobody else is using, re-decided
+before every mean-field update, never more than the thread count the caller set
+(``numba.set_num_threads``, ``deeplab --threads``), which stays the cap.
+
+The signal is the kernel's instantaneous count of runnable tasks (``/proc/loadavg``,
+fourth field) minus this process's own running threads (``/proc/self/task/*/stat``):
+tasks of other processes that are running or waiting for a core right now. Where that is
+not available (not Linux) the cap is used as it is. ``DEEPLAB_ADAPTIVE_THREADS=0`` turns
+adaptation off.
+
+Results never depend on the count chosen: work is split into :func:`thread_shares`
+buffers fixed by the cap, and fewer threads only run more shares each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numba
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "adapted_threads",
+    "adaptive_enabled",
+    "free_cores",
+    "is_running",
+    "rebalance",
+    "runnable_elsewhere",
+    "thread_shares",
+]
+
+_LOADAVG = "/proc/loadavg"
+_TASKS = "/proc/self/task"
+_local = threading.local()
+
+
+def adaptive_enabled() -> bool:
+    """False where ``DEEPLAB_ADAPTIVE_THREADS`` turns adaptation off."""
+    return os.environ.get("DEEPLAB_ADAPTIVE_THREADS", "1").strip().lower() not in {
+        "0", "false", "no", "off",
+    }  # fmt: skip
+
+
+def _own_running() -> int:
+    """Threads of this process in state R (running or runnable) right now."""
+    running = 0
+    try:
+        tasks = os.listdir(_TASKS)
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"{_TASKS}/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended while we looked
+            continue
+        running += is_running(stat)
+    return max(running, 1)  # the caller itself runs
+
+
+def is_running(stat: bytes) -> bool:
+    """Whether a ``/proc/.../stat`` line is of a task in state R (running or runnable)."""
+    # The state follows the command name, which may contain spaces and parentheses.
+    end = stat.rfind(b")")
+    return end >= 0 and stat[end + 2 : end + 3] == b"R"
+
+
+def runnable_elsewhere() -> int | None:
+    """Tasks of other processes running or waiting for a core now; None where unknown."""
+    try:
+        with open(_LOADAVG, "rb") as f:
+            fields = f.read().split()
+        total = int(fields[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0, total - _own_running())
+
+
+def free_cores(samples: int = 3) -> int | None:
+    """Cores not used by other processes (the most seen in ``samples`` quick looks, so a
+    kernel thread that ran for a microsecond does not count); None where unknown."""
+    cpus = os.cpu_count() or 1
+    seen = []
+    for _ in range(max(1, samples)):
+        others = runnable_elsewhere()
+        if others is None:
+            return None
+        seen.append(others)
+    return max(1, cpus - min(seen))
+
+
+def _cap() -> int:
+    cap = getattr(_local, "cap", None)
+    return int(cap) if cap is not None else max(1, int(numba.get_num_threads()))
+
+
+def thread_shares() -> int:
+    """How many thread-private buffers a parallel scatter uses: the cap, so results are
+    the same whatever number of threads :func:`rebalance` picks."""
+    return _cap()
+
+
+def rebalance() -> int:
+    """Inside :func:`adapted_threads`: set numba's thread count for the next kernels to
+    the free cores (at most the cap, at least 1); returns the count."""
+    cap = getattr(_local, "cap", None)
+    if cap is None or cap <= 1 or not adaptive_enabled():
+        return max(1, int(numba.get_num_threads()))
+    free = free_cores()
+    count = cap if free is None else max(1, min(cap, free))
+    if count != numba.get_num_threads():
+        log.debug("CRF threads: %d of %d (free cores: %s)", count, cap, free)
+        numba.set_num_threads(count)
+    return count
+
+
+@contextmanager
+def adapted_threads() -> Iterator[int]:
+    """Run the block's numba kernels on the free cores (see the module docstring); the
+    caller's thread count is restored afterwards. Nested blocks share the outer cap."""
+    if getattr(_local, "cap", None) is not None:
+        yield rebalance()
+        return
+    cap = max(1, int(numba.get_num_threads()))
+    _local.cap = cap
+    try:
+        yield rebalance()
+    finally:
+        _local.cap = None
+        if numba.get_num_threads() != cap:
+            numba.set_num_threads(cap)
