@@ -22,7 +22,7 @@ def _restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _free(monkeypatch: pytest.MonkeyPatch, cores: int | None) -> None:
-    monkeypatch.setattr(threads, "free_cores", lambda samples=3: cores)
+    monkeypatch.setattr(threads, "free_cores", lambda samples=2: cores)
 
 
 def test_follows_free_cores_under_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 def test_threads_fixes_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    monkeypatch.setattr(threads, "free_cores", lambda samples=3: 8)
+    monkeypatch.setattr(threads, "free_cores", lambda samples=2: 8)
     apply_threads(_parse("--threads", "1"))
     assert os.environ["DEEPLAB_ADAPTIVE_THREADS"] == "0"
     assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1

@@ -22,13 +22,14 @@ needs_two = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("DEEPLAB_ADAPTIVE_THREADS", raising=False)
+    monkeypatch.setattr(threads, "RECHECK_SECONDS", 0.0)
     before = numba.get_num_threads()
     yield
     numba.set_num_threads(before)
 
 
 def _free(monkeypatch: pytest.MonkeyPatch, cores: int | None) -> None:
-    monkeypatch.setattr(threads, "free_cores", lambda samples=3: cores)
+    monkeypatch.setattr(threads, "free_cores", lambda samples=2: cores)
 
 
 def test_state_of_a_stat_line() -> None:
@@ -52,6 +53,24 @@ def test_fewer_threads_when_cores_are_taken(monkeypatch: pytest.MonkeyPatch) -> 
         _free(monkeypatch, 2)
         assert threads.rebalance() == 2
     assert numba.get_num_threads() == 2
+
+
+@needs_two
+def test_looks_again_only_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks = []
+
+    def free(samples: int = 2) -> int:
+        looks.append(1)
+        return 1
+
+    numba.set_num_threads(2)
+    monkeypatch.setattr(threads, "free_cores", free)
+    monkeypatch.setattr(threads, "RECHECK_SECONDS", 60.0)
+    monkeypatch.setattr(threads._local, "checked", None, raising=False)
+    with threads.adapted_threads():
+        for _ in range(5):
+            assert threads.rebalance() == 1
+    assert len(looks) == 1
 
 
 @needs_two

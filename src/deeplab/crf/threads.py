@@ -4,8 +4,8 @@ A parallel region ends at a barrier: when another process holds one of two cores
 thread sharing that core reaches each barrier a scheduler time slice late, and the CRF's
 hundred-odd regions per call ran 3.4x slower with two threads than with one. So the
 numba kernels run on as many threads as there are cores nobody else is using, re-decided
-before every mean-field update, never more than the thread count the caller set
-(``numba.set_num_threads``, ``deeplab --threads``), which stays the cap.
+between mean-field updates (at most every 10 ms), never more than the thread count the
+caller set (``numba.set_num_threads``, ``deeplab --threads``), which stays the cap.
 
 The signal is the kernel's instantaneous count of runnable tasks (``/proc/loadavg``,
 fourth field) minus this process's own running threads (``/proc/self/task/*/stat``):
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 _LOADAVG = "/proc/loadavg"
+RECHECK_SECONDS = 0.01
+"""A decision is re-made after this long (a time slice of the scheduler is a few ms)."""
 _TASKS = "/proc/self/task"
 _local = threading.local()
 
@@ -86,7 +89,7 @@ def runnable_elsewhere() -> int | None:
     return max(0, total - _own_running())
 
 
-def free_cores(samples: int = 3) -> int | None:
+def free_cores(samples: int = 2) -> int | None:
     """Cores not used by other processes (the most seen in ``samples`` quick looks, so a
     kernel thread that ran for a microsecond does not count); None where unknown."""
     cpus = os.cpu_count() or 1
@@ -110,13 +113,24 @@ def thread_shares() -> int:
     return _cap()
 
 
+def _recent_free_cores() -> int | None:
+    """:func:`free_cores`, looked at again only after :data:`RECHECK_SECONDS`: each look
+    reads a few /proc files (about 0.1 ms), which small CRFs called in a loop would feel."""
+    now = time.monotonic()
+    last = getattr(_local, "checked", None)
+    if last is None or now - last[0] >= RECHECK_SECONDS:
+        last = (now, free_cores())
+        _local.checked = last
+    return last[1]
+
+
 def rebalance() -> int:
     """Inside :func:`adapted_threads`: set numba's thread count for the next kernels to
     the free cores (at most the cap, at least 1); returns the count."""
     cap = getattr(_local, "cap", None)
     if cap is None or cap <= 1 or not adaptive_enabled():
         return max(1, int(numba.get_num_threads()))
-    free = free_cores()
+    free = _recent_free_cores()
     count = cap if free is None else max(1, min(cap, free))
     if count != numba.get_num_threads():
         log.debug("CRF threads: %d of %d (free cores: %s)", count, cap, free)
