@@ -23,6 +23,7 @@ _FIELDS = {
     "images": "images",
     "masks": "masks",
     "classes": "classes",
+    "camvid_root": "camvid_root",
     "synthetic_count": "synthetic_count",
     "synthetic_size": "synthetic_size",
     "synthetic_seed": "synthetic_seed",
@@ -39,6 +40,9 @@ def add_data_options(parser: argparse.ArgumentParser, split_help: str, seed_help
     g.add_argument("--images", help="folder data: images folder")
     g.add_argument("--masks", help="folder data: label PNG folder")
     g.add_argument("--classes", help="folder data: class-names file, one per line")
+    g.add_argument(
+        "--camvid-root", help="CamVid folder (train/, trainannot/, train.txt, val/, ...)"
+    )
     g.add_argument("--synthetic-count", type=int, default=None, help="number of scenes")
     g.add_argument(
         "--synthetic-size", type=int, nargs=2, metavar=("H", "W"), default=None,

@@ -9,6 +9,7 @@ Every dataset is a sequence of :class:`Sample` (``name``, ``image`` (H, W, 3) ui
     image, label = train[0]          # (3, 161, 161) float32, (21, 21) int64
 """
 
+from deeplab.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid, camvid_palette
 from deeplab.data.classes import (
     IGNORE_INDEX,
     VOC_CLASSES,
@@ -51,12 +52,15 @@ from deeplab.data.voc import AUG_LABEL_DIR, VOCSegmentation, read_name_list, wri
 
 __all__ = [
     "AUG_LABEL_DIR",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
     "IGNORE_INDEX",
     "MEAN_BGR",
     "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
     "VOC_PALETTE",
     "VOC_SHORT_NAMES",
+    "CamVid",
     "EvalTransform",
     "FolderDataset",
     "SBDSegmentation",
@@ -67,6 +71,7 @@ __all__ = [
     "TrainTransform",
     "VOCSegmentation",
     "build_segmentation_class_aug",
+    "camvid_palette",
     "colorize",
     "convert_sbd_labels",
     "from_caffe",

@@ -37,13 +37,14 @@ from deeplab.data import (
     build_segmentation_class_aug,
     write_aug_lists,
 )
+from deeplab.data.camvid import CamVid
 from deeplab.data.voc import LABEL_DIR, find_voc_root
 
 __all__ = ["DATA_KINDS", "DataSpec", "MicroBatchSampler", "TrainStream", "build_dataset"]
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("synthetic", "voc", "folder")
+DATA_KINDS = ("synthetic", "voc", "folder", "camvid")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class DataSpec:
             ``SegmentationClassAug``; with ``sbd_root`` the aug lists and labels are built
             first if missing (``deeplab.data.sbd``).
         images / masks / classes: for "folder".
+        camvid_root: for "camvid" (:class:`deeplab.data.CamVid`); its ``split`` names a
+            list file, ``train_aug`` (the training default, a VOC split) meaning ``train``.
         synthetic_count / synthetic_size / synthetic_seed: for "synthetic"; scenes of
             another seed are a disjoint, held-out family.
         limit: use only the first ``limit`` samples (quick runs), None for all.
@@ -69,6 +72,7 @@ class DataSpec:
     images: str | None = None
     masks: str | None = None
     classes: str | None = None
+    camvid_root: str | None = None
     synthetic_count: int = 2000
     synthetic_size: tuple[int, int] = (200, 200)
     synthetic_seed: int = 0
@@ -82,6 +86,8 @@ class DataSpec:
             raise ValueError(f"synthetic_size must be (H, W), got {self.synthetic_size}")
         if self.kind == "voc" and not self.voc_root:
             raise ValueError("--data voc needs --voc-root")
+        if self.kind == "camvid" and not self.camvid_root:
+            raise ValueError("--data camvid needs --camvid-root")
         if self.kind == "folder" and not (self.images and self.masks and self.classes):
             raise ValueError("--data folder needs --images, --masks and --classes")
         if self.limit is not None and self.limit < 1:
@@ -134,6 +140,8 @@ def build_dataset(spec: DataSpec) -> SegmentationDataset:
         )
     elif spec.kind == "voc":
         ds = _voc(spec)
+    elif spec.kind == "camvid":
+        ds = CamVid(spec.camvid_root or "", "train" if spec.split == "train_aug" else spec.split)
     else:
         ds = FolderDataset(spec.images or "", spec.masks or "", Path(spec.classes or ""))
     if spec.limit is not None and spec.limit < len(ds):
