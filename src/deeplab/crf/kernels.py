@@ -531,6 +531,40 @@ def splat(values, offsets, weights, private):
 
 
 @nb.njit(**_PAR)
+def splat_ones(offsets, weights, private, out):
+    """out[v] (R,) = the sum of weights[k, s] over the corners with offsets[k, s] = v: the
+    splat of a signal of ones (the normaliser K 1), in private (T, R) buffers as
+    :func:`splat`, then summed in share order."""
+    n, d1 = offsets.shape
+    shares, rows = private.shape
+    for t in nb.prange(shares):
+        buf = private[t]
+        for v in range(rows):
+            buf[v] = 0.0
+        for k in range(t * n // shares, (t + 1) * n // shares):
+            for r in range(d1):
+                buf[offsets[k, r]] += weights[k, r]
+    for ch in nb.prange((rows + CHUNK - 1) // CHUNK):
+        for v in range(ch * CHUNK, min(rows, (ch + 1) * CHUNK)):
+            acc = private[0, v]
+            for t in range(1, shares):
+                acc += private[t, v]
+            out[v] = acc
+
+
+@nb.njit(**_PAR)
+def slice_sum(lattice_values, offsets, weights, scale, out):
+    """out[k] (N,) = sum_s (weights[k, s] * scale) * lattice_values[offsets[k, s], 0]."""
+    n, d1 = offsets.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            acc = _ZERO
+            for r in range(d1):
+                acc += (weights[k, r] * scale) * lattice_values[offsets[k, r], 0]
+            out[k] = acc
+
+
+@nb.njit(**_PAR)
 def reduce_private(private, out):
     """out (R, C) = private.sum(0) for private (T, R, C)."""
     shares, rows, c = private.shape

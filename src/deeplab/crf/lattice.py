@@ -88,6 +88,18 @@ class PermutohedralLattice:
         kernels.reduce_private(private, out)
         self.blur(out, reverse=reverse)
 
+    def filter_ones(self) -> np.ndarray:
+        """The filter of a signal of ones, ``K 1`` (N,) float32: what normalisation divides
+        by. The same as ``filter(np.ones(N))`` without reading or multiplying the ones."""
+        buf = np.empty((self.num_vertices + 1, 1), np.float32)
+        out = np.empty(self.num_points, np.float32)
+        with adapted_threads():
+            private = np.empty((thread_shares(), buf.shape[0]), np.float32)
+            kernels.splat_ones(self.offsets, self.weights, private, buf[:, 0])
+            self.blur(buf)
+            kernels.slice_sum(buf, self.offsets, self.weights, np.float32(self.alpha), out)
+        return out
+
     def filter(self, values: np.ndarray, *, reverse: bool = False) -> np.ndarray:
         """Gaussian-filter a signal over the points: (N,) or (N, C) in, float32 out.
 
