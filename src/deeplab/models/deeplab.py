@@ -92,7 +92,9 @@ class DeepLab(VGGTrunk):
 
     Input: (B,3,H,W) float in the Caffe convention (BGR, 0..255, minus the mean; see
     :mod:`deeplab.models.inputs`). Output: (B,num_classes,h,w) logits at stride 8,
-    ``h = variant.output_size(H, self.training)``.
+    ``h = variant.output_size(H, self.training)``: the released train net's scores (for MSc
+    in either mode the strided branches summed on the stride-8 grid). The released test
+    net's full-resolution scores are :meth:`image_scores`.
     """
 
     def __init__(self, variant: Variant | str, num_classes: int = 21) -> None:

@@ -382,7 +382,8 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
     With ``input_lr_mult != 1`` the weights reading raw pixels (:func:`input_parameter`)
     form a fifth group, ``input.weight``, at that multiple with the recipe's decay.
-    Only parameters with ``requires_grad`` are included (MSc: the branches only).
+    Only parameters with ``requires_grad`` are included (MSc: the branches, and fc8 in
+    ``deeplab-msc`` as released).
     """
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
