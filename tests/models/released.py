@@ -61,11 +61,11 @@ def in_phase(layer: Message, phase: str) -> bool:
     return not phases or phase in phases
 
 
-def narrow_weights(net: Message, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """Random float32 (weight, bias) for every CONVOLUTION of ``net``, in its order, with
-    widths narrowed by :data:`NARROW`; input channels follow the blobs through the net."""
+def conv_shapes(net: Message, narrow: bool = False) -> dict[str, tuple[int, int, int]]:
+    """(out channels, in channels, kernel) of every CONVOLUTION of ``net`` in its order;
+    ``narrow``: widths narrowed by :data:`NARROW`. Input channels follow the blobs."""
     channels = {"data": 3}
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, tuple[int, int, int]] = {}
     for layer in layers(net):
         if not in_phase(layer, "TRAIN") or str(layer.one("type")) == "IMAGE_SEG_DATA":
             continue
@@ -73,19 +73,25 @@ def narrow_weights(net: Message, rng: np.random.Generator) -> dict[str, list[np.
         tops = [str(t) for t in layer.all("top")]
         if "label" in bottoms or not tops:
             continue
-        kind = str(layer.one("type"))
-        if kind == "CONVOLUTION":
+        if str(layer.one("type")) == "CONVOLUTION":
             p = layer.sub("convolution_param")
-            k = int(p.one("kernel_size"))
             width = int(p.one("num_output"))
-            width = NARROW.get(width, width)
-            cin = channels[bottoms[0]]
-            scale = (2.0 / (cin * k * k)) ** 0.5
-            out[str(layer.one("name"))] = [
-                (rng.standard_normal((width, cin, k, k)) * scale).astype(np.float32),
-                (rng.standard_normal(width) * 0.1).astype(np.float32),
-            ]
+            if narrow:
+                width = NARROW.get(width, width)
+            out[str(layer.one("name"))] = (width, channels[bottoms[0]], int(p.one("kernel_size")))
             channels[tops[0]] = width
         else:
             channels[tops[0]] = channels[bottoms[0]]
+    return out
+
+
+def narrow_weights(net: Message, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """Random float32 (weight, bias) for every CONVOLUTION of ``net``, narrowed."""
+    out: dict[str, list[np.ndarray]] = {}
+    for name, (width, cin, k) in conv_shapes(net, narrow=True).items():
+        scale = (2.0 / (cin * k * k)) ** 0.5
+        out[name] = [
+            (rng.standard_normal((width, cin, k, k)) * scale).astype(np.float32),
+            (rng.standard_normal(width) * 0.1).astype(np.float32),
+        ]
     return out

@@ -19,7 +19,7 @@ from torch import nn
 
 from deeplab.data.transforms import subsampled_size
 from deeplab.models import CAFFE_MEAN_BGR, WEIGHTS, DeepLab, get_variant
-from deeplab.models.convert import caffe_layer_table
+from deeplab.models.convert import caffe_layer_table, map_caffe
 from deeplab.models.variants import MSC_TAPS, Variant
 from deeplab.models.vgg import CaffeMaxPool
 from deeplab.train.recipe import (
@@ -31,7 +31,7 @@ from deeplab.train.recipe import (
 )
 
 from .prototxt import Message
-from .released import CONFIGS, RELEASED, in_phase, layers, read_net
+from .released import CONFIGS, RELEASED, conv_shapes, in_phase, layers, read_net
 
 PHASES = {"train": "TRAIN", "test": "TEST"}
 Spec = dict[str, dict[str, Any]]
@@ -303,3 +303,15 @@ def test_weight_records_match_their_released_configs(record) -> None:
     assert record.caffe_classifier in names
     assert record.crf_params is not None and record.num_classes == 21
     assert record.train_split in (None, "train_aug", "trainval_aug")
+
+
+@pytest.mark.parametrize("folder", sorted(RELEASED))
+def test_full_size_released_weights_convert_completely(folder: str) -> None:
+    """Every tensor of the released net, at its full size (meta tensors: no memory), maps
+    onto our variant: nothing missing, nothing unexpected, no shape conflict."""
+    shapes = conv_shapes(read_net(folder, "train"))
+    blobs = {name: [torch.empty(o, i, k, k, device="meta"), torch.empty(o, device="meta")]
+             for name, (o, i, k) in shapes.items()}
+    mapped, report = map_caffe(blobs, RELEASED[folder], 21)
+    assert report.missing == [] and report.unexpected == []
+    assert len(mapped) == 2 * len(shapes)
