@@ -76,8 +76,13 @@ class Recipe:
     model: str = _f("deeplab-largefov", "network variant (deeplab.models.list_models())")
     num_classes: int | None = _f(None, "classes; None: the dataset's class count")
     init: str | None = _f(None, "initial weights: a WEIGHTS name or checkpoint path; None: fresh")
-    iterations: int = _f(6000, "SGD iterations (paper: 6000 on train_aug)")
-    batch: int = _f(20, "images per iteration, over all processes (paper: 20)")
+    iterations: int = _f(
+        6000, "SGD iterations (paper: 6000 on train_aug; released trainval_aug: 8000, DeepLab "
+        "12000)"
+    )
+    batch: int = _f(
+        20, "images per iteration, over all processes (paper: 20; released LargeFOV: 30)"
+    )
     accumulate: int = _f(1, "micro-batches per iteration and process (gradient accumulation)")
     lr: float = _f(1e-3, "base learning rate of the body (paper: 0.001)")
     classifier_lr_mult: float = _f(
