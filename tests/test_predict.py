@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numba
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.models import build_model, to_model_input
+from deeplab.models import DeepLab, build_model, get_variant, to_model_input
 from deeplab.predict import Predictor, crf_labels, pad_input, padded_size, upsample_logits
 
 
@@ -161,3 +162,33 @@ def test_predictor_rejects_bad_images() -> None:
         predictor.logits(np.zeros((9, 9, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         predictor.logits(np.zeros((9, 9), dtype=np.uint8))
+
+
+def test_logits_use_the_networks_released_test_path() -> None:
+    """LargeFOV-like nets: the x8-interpolated stride-8 scores, exactly as before. DeepLab:
+    its test net's fc8_crop (7 leading pixels dropped). MSc: the full-resolution fusion,
+    which is not the upsampled stride-8 sum."""
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    tiny = build_model("deeplab-largefov-tiny", num_classes=4)
+    predictor = Predictor(tiny)
+    plain = upsample_logits(torch.from_numpy(predictor.stride8_logits(image)), (30, 45))
+    np.testing.assert_array_equal(predictor.logits(image), plain.numpy())
+
+    narrow = {"channels": (4, 4, 8, 8, 8), "fc_channels": 8, "msc_channels": 4}
+    deeplab = DeepLab(dataclasses.replace(get_variant("deeplab"), **narrow), 3)
+    predictor = Predictor(deeplab, pad_to=514)
+    stride8 = torch.from_numpy(predictor.stride8_logits(image))
+    shifted = upsample_logits(stride8)[:, 7:37, 7:52]
+    np.testing.assert_allclose(predictor.logits(image), shifted.numpy(), rtol=1e-5, atol=1e-5)
+
+    msc = DeepLab(dataclasses.replace(get_variant("deeplab-msc"), **narrow), 3)
+    with torch.no_grad():  # branches as large as fc8 (their init is std 0.001)
+        for param in msc.branch_parameters():
+            param.normal_(0.0, 0.3)
+    predictor = Predictor(msc)
+    full = predictor.logits(image)
+    assert full.shape == (3, 30, 45)
+    stride8 = upsample_logits(torch.from_numpy(predictor.stride8_logits(image)), (30, 45))
+    assert np.abs(full - stride8.numpy()).max() > 0.01 * np.abs(full).max()
+    with pytest.raises(RuntimeError, match="eval"):
+        msc.train().image_scores(torch.zeros(1, 3, 33, 33))

@@ -1,13 +1,17 @@
 """Whole-image inference (SPEC section 3): pad, forward, upsample x8, crop, optional CRF.
 
-The released Caffe test nets score the whole image padded to 513x513 (bottom/right, with
-the mean, which is 0 in the Caffe input convention), upsample the stride-8 scores with an
-``Interp`` layer of zoom factor 8 and crop to the image. Caffe's interpolation maps an
-``h``-cell map to ``h + (h - 1)(8 - 1) = 8h - 7`` pixels with output pixel ``8i`` equal to
-input cell ``i``: PyTorch's ``align_corners=True`` bilinear resize to that size. For the
-3/2/1-pooling variants output cell ``i`` is centred on image pixel ``8i``, so the upsampled
-map lands exactly on the image grid for any input size; padding is only needed to reproduce
-the released test (``pad_to=513``) or to give all images one shape.
+The released Caffe test nets score the whole image padded to 513x513 (514 for DeepLab;
+bottom/right, with the mean, which is 0 in the Caffe input convention), upsample the stride-8
+scores with an ``Interp`` layer of zoom factor 8 and crop to the image. Caffe's interpolation
+maps an ``h``-cell map to ``h + (h - 1)(8 - 1) = 8h - 7`` pixels with output pixel ``8i``
+equal to input cell ``i``: PyTorch's ``align_corners=True`` bilinear resize to that size. For
+the 3/2/1-pooling variants output cell ``i`` is centred on image pixel ``8i``, so the
+upsampled map lands exactly on the image grid for any input size; DeepLab's 2/2/1 pools put
+cell 0 at pixel -7.5, which its test net undoes by dropping 7 leading pixels (``fc8_crop``),
+and the MSc test nets add their branches at full resolution: :meth:`Predictor.logits` runs
+the network's own test path (:meth:`deeplab.models.DeepLab.image_scores`). Padding is only
+needed to reproduce the released test (``pad_to=513``, 514 for DeepLab) or to give all
+images one shape.
 
 Example::
 
@@ -155,7 +159,8 @@ class Predictor:
 
     @torch.no_grad()
     def stride8_logits(self, image: np.ndarray) -> np.ndarray:
-        """(L, h, w) float32 network scores of the padded image (what evaluation saves)."""
+        """(L, h, w) float32 network scores of the padded image (what evaluation saves):
+        ``model(x)``, for MSc the train nets' stride-8 sum (:meth:`logits` is the test net)."""
         img = self._check(image)
         h, w = img.shape[:2]
         rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
@@ -167,10 +172,22 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> np.ndarray:
-        """(L, H, W) float32 scores at the image's resolution (upsampled x8 and cropped)."""
+        """(L, H, W) float32 scores at the image's resolution.
+
+        A :class:`~deeplab.models.DeepLab` computes them as its released test net does
+        (:meth:`~deeplab.models.DeepLab.image_scores`: ``deeplab``'s ``fc8_crop``, the MSc
+        branches fused at full resolution); any other model's stride-8 scores are upsampled
+        x8 and cropped.
+        """
         img = self._check(image)
-        scores = torch.from_numpy(self.stride8_logits(img))
-        return upsample_logits(scores, img.shape[:2]).numpy()
+        full = getattr(self.model, "image_scores", None)
+        if full is None:
+            scores = torch.from_numpy(self.stride8_logits(img))
+            return upsample_logits(scores, img.shape[:2]).numpy()
+        h, w = img.shape[:2]
+        rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
+        out = full(pad_input(to_model_input(rgb), padded_size(h, w, self.pad_to)))
+        return out[0, :, :h, :w].float().cpu().numpy()
 
     def predict(self, image: np.ndarray, use_crf: bool = True) -> np.ndarray:
         """(H, W) uint8 label map: the argmax of :meth:`logits`, after the CRF if the

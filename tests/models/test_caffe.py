@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from deeplab.models import DeepLab, get_variant, parse_caffemodel, read_caffemodel
 from deeplab.models.convert import map_caffe, target_shapes
+from deeplab.models.variants import MSC_TAPS
 
 from .caffe_proto import caffe_messages, caffemodel_bytes, fill_blob
 from .reference import reference_largefov
@@ -25,7 +26,7 @@ def _caffe_layers(variant, num_classes: int, rng: np.random.Generator,
         layer, kind = key.rsplit(".", 1)
         if layer.startswith("msc."):
             _, k, fc = layer.split(".")
-            layer = f"{fc}_c{k}"
+            layer = f"{MSC_TAPS[int(k)]}_{('conv', 'fc', 'ms')[int(fc[-1]) - 1]}"
         elif layer == "fc8":
             layer = classifier
         fan_in = int(np.prod(shape[1:])) if kind == "weight" else 1
@@ -104,7 +105,7 @@ def test_converted_caffe_model_gives_the_reference_logits(tiny, v1: bool) -> Non
 
 def test_converted_msc_model_gives_the_reference_logits(tiny_msc) -> None:
     layers = _caffe_layers(tiny_msc, 4, np.random.default_rng(2), classifier="fc8")
-    assert {"fc1_c0", "fc2_c3", "fc3_c4"} <= set(layers)
+    assert {"data_conv", "pool3_fc", "pool4_ms"} <= set(layers)
     parsed = parse_caffemodel(caffemodel_bytes(layers))
     mapped, report = map_caffe({k: [torch.from_numpy(b) for b in v] for k, v in parsed.items()},
                                tiny_msc, 4)

@@ -129,9 +129,11 @@ def test_shape_conflicts_raise_value_error() -> None:
 def test_caffe_layer_table() -> None:
     table = caffe_layer_table("deeplab-msc-largefov")
     assert table["conv3_2"] == ("conv3_2",)
-    assert table["fc8"] == ("fc8_voc12", "fc8")
-    assert table["msc.0.fc1"] == ("fc1_c0",)
-    assert table["msc.4.fc3"] == ("fc3_c4",)
+    assert table["fc8"] == ("fc8_voc12", "fc8_pascal", "fc8")
+    assert table["msc.0.fc1"] == ("data_conv",)
+    assert table["msc.4.fc3"] == ("pool4_ms",)
+    assert caffe_layer_table("deeplab-msc")["fc8"][0] == "fc8_pascal"
+    assert caffe_layer_table("deeplab")["fc8"][0] == "fc8_pascal"
     assert "msc.0.fc1" not in caffe_layer_table("deeplab-largefov")
     assert len(table) == 16 + 15
 

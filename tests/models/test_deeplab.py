@@ -173,6 +173,14 @@ def test_msc_trains_only_the_branches(tiny_msc) -> None:
     assert all(p.grad is not None for p in model.branch_parameters())
     model.freeze_base(False)
     assert all(p.requires_grad for p in model.parameters())
+    # The released DeepLab-MSc also trains fc8; freeze_base(False) still thaws everything.
+    model.freeze_base(train_fc8=True)
+    fc8 = {id(p) for p in model.fc8.parameters()}
+    assert {id(p) for p in model.trainable_parameters()} == branch_ids | fc8
+    model.freeze_base(train_fc8=False)
+    assert {id(p) for p in model.trainable_parameters()} == branch_ids
+    model.freeze_base(False)
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_build_model_freezes_the_msc_base_only() -> None:

@@ -42,6 +42,8 @@ def test_variants_are_frozen() -> None:
         ("deeplab-4x4", (3, 2, 1), (3, 1, 1), 1, (4, 8, 12), 4096),
         ("deeplab-largefov", (3, 2, 1), (3, 1, 1), 1, (3, 12, 12), 1024),
         ("deeplab-largefov-tiny", (3, 2, 1), (3, 1, 1), 1, (3, 12, 12), 128),
+        ("deeplab-msc", (3, 2, 1), (3, 1, 1), 1, (4, 4, 6), 4096),
+        ("deeplab-msc-largefov", (3, 2, 1), (3, 1, 1), 1, (3, 12, 12), 1024),
     ],
 )
 def test_table_matches_the_released_configs(name, pool, pool4, pool4_test, fc6, width) -> None:
@@ -57,12 +59,18 @@ def test_table_matches_the_released_configs(name, pool, pool4, pool4_test, fc6, 
 
 
 def test_msc_variants_share_their_base() -> None:
-    for msc, base in (("deeplab-msc", "deeplab"), ("deeplab-msc-largefov", "deeplab-largefov")):
-        a, b = get_variant(msc), get_variant(base)
-        assert a.msc and not b.msc
-        fields = ("pool", "pool4", "pool4_eval_padding", "pool5", "pool5a", "fc6_kernel",
-                  "fc6_dilation", "fc6_padding", "fc_channels", "channels")
-        assert all(getattr(a, f) == getattr(b, f) for f in fields)
+    fields = ("pool", "pool4", "pool4_eval_padding", "pool5", "pool5a", "fc6_kernel",
+              "fc6_dilation", "fc6_padding", "fc_channels", "channels")
+    a, b = get_variant("deeplab-msc-largefov"), get_variant("deeplab-largefov")
+    assert a.msc and not b.msc
+    assert all(getattr(a, f) == getattr(b, f) for f in fields)
+    # The released DeepLab-MSc: DeepLab's fc6 on the 3/2/1 pools (not `deeplab`'s 2/2/1).
+    msc, deeplab, largefov = (get_variant(n) for n in ("deeplab-msc", "deeplab", "deeplab-4x4"))
+    assert all(getattr(msc, f) == getattr(largefov, f) for f in fields[:5])
+    assert all(getattr(msc, f) == getattr(deeplab, f) for f in fields[5:])
+    assert (msc.train_crop, msc.test_crop, msc.score_crop) == (321, 513, 0)
+    assert (deeplab.train_crop, deeplab.test_crop, deeplab.score_crop) == (306, 514, 7)
+    assert msc.msc_train_fc8 and not a.msc_train_fc8
 
 
 def test_tiny_keeps_the_largefov_topology() -> None:
@@ -109,7 +117,7 @@ def test_known_output_sizes() -> None:
     # scores"; SPEC: the others map 321 to 41.
     assert get_variant("deeplab").output_size(306, training=True) == 39
     for name in BIG:
-        if name not in ("deeplab", "deeplab-msc"):
+        if name != "deeplab":
             assert get_variant(name).output_size(321) == 41
             assert get_variant(name).output_size(513) == 65
 
@@ -137,8 +145,10 @@ def test_output_origin() -> None:
     deeplab = get_variant("deeplab")
     # 2x2 pools shift each level by half a pixel: labels of `deeplab` are sampled at 1, 9, ...
     assert deeplab.output_origin(training=True) == 0.5
-    # test-time pool4 padding adds one leading cell, 8 px earlier
+    # test-time pool4 padding adds one leading cell, 8 px earlier; the released test net's
+    # fc8_crop drops 7 of the x8-interpolated pixels: pixel p then sits at p - 0.5
     assert deeplab.output_origin(training=False) == 0.5 - 8
+    assert deeplab.output_origin(training=False) + deeplab.score_crop == -0.5
 
 
 def test_bad_sizes() -> None:

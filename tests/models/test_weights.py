@@ -52,6 +52,27 @@ def test_records_of_the_released_models_carry_the_paper_scores() -> None:
         get_weights_record("deeplab-coco")
 
 
+def test_released_records_say_how_to_use_them() -> None:
+    """Caffe classifier, test crop, CRF parameters and training split (the released
+    configs: tests/models/test_released_configs.py checks them against the prototxts)."""
+    expected = {  # record: (variant, classifier, test crop, split)
+        "deeplab-voc12": ("deeplab", "fc8_pascal", 514, None),
+        "deeplab-msc-voc12": ("deeplab-msc", "fc8_pascal", 513, None),
+        "deeplab-largefov-voc12": ("deeplab-largefov", "fc8_voc12", 513, "trainval_aug"),
+        "deeplab-msc-largefov-voc12": ("deeplab-msc-largefov", "fc8_voc12", 513, None),
+        "deeplab-coco-largefov-voc12": ("deeplab-largefov", "fc8_voc12", 513, None),
+        "deeplab-msc-coco-largefov-voc12": ("deeplab-msc-largefov", "fc8_voc12", 513, None),
+    }
+    for name, (variant, classifier, crop, split) in expected.items():
+        r = get_weights_record(name)
+        assert (r.variant, r.caffe_classifier, r.test_crop, r.train_split) == (
+            variant, classifier, crop, split)
+        assert r.crf_params is not None and r.crf_params.iterations == 10
+        assert ("COCO" in r.pretrained) == ("coco" in name)
+    assert get_weights_record("deeplab-voc12").crf_params.w1 == 5
+    assert get_weights_record("vgg16_20M").crf_params is None
+
+
 def test_variants_name_their_init_and_crf_preset() -> None:
     assert get_variant("deeplab-largefov").init_weights == "vgg16_20M"
     assert get_variant("deeplab").init_weights == "vgg16_128"

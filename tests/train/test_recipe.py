@@ -28,9 +28,10 @@ def test_paper_recipe_values() -> None:
     assert (r.crop, r.label_offset, r.mirror, r.init) == (321, 0, True, "vgg16_20M")
     d = recipe_for("deeplab")
     assert (d.crop, d.label_offset, d.init) == (306, 1, "vgg16_128")
-    # MSc branches are added to a trained base: no ImageNet default.
-    assert recipe_for("deeplab-msc").init is None
-    assert recipe_for("deeplab-msc").crop == 306
+    # MSc branches are added to a trained base: no ImageNet default. The released
+    # DeepLab-MSc trains on 321 crops with labels from pixel 0, every new layer at 1x.
+    msc = recipe_for("deeplab-msc")
+    assert (msc.init, msc.crop, msc.label_offset, msc.classifier_lr_mult) == (None, 321, 0, 1.0)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -42,7 +43,7 @@ def test_subsampled_labels_align_with_the_score_map(name: str) -> None:
     # The picked pixels are the centres of the output cells (within half a pixel).
     origin = variant.output_origin(training=True)
     assert abs(r.label_offset - origin) <= 0.5
-    expected = {"deeplab": 39, "deeplab-msc": 39}.get(name, 41)
+    expected = {"deeplab": 39}.get(name, 41)
     assert cells == expected
 
 

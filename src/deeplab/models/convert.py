@@ -32,7 +32,7 @@ from deeplab.models.surgery import (
     decimation_taps,
     fold_torchvision_input,
 )
-from deeplab.models.variants import VGG16_BLOCKS, Variant, get_variant
+from deeplab.models.variants import MSC_TAPS, VGG16_BLOCKS, Variant, get_variant
 from deeplab.models.vgg import conv_names
 
 __all__ = [
@@ -189,23 +189,28 @@ def map_torchvision_vgg16(
 def caffe_layer_table(variant: Variant | str) -> dict[str, tuple[str, ...]]:
     """Our layer name -> accepted Caffe layer names, first match wins.
 
-    ============================  =================================================
-    ours                          Caffe (released DeepLab / init nets)
-    ============================  =================================================
+    ============================  =====================================================
+    ours                          Caffe (released DeepLab nets / init nets)
+    ============================  =====================================================
     ``conv1_1`` ... ``conv5_3``   same names
     ``fc6``, ``fc7``              same names
-    ``fc8``                       ``fc8_voc12`` (released nets), ``fc8``
-    ``msc.K.fc1``/``fc2``/``fc3``  ``fc1_cK``/``fc2_cK``/``fc3_cK``, K = 0 (image),
-                                  1..4 (pool1..pool4): MSc prototxts
-    ============================  =================================================
+    ``fc8``                       the variant's released name first (``fc8_pascal`` in
+                                  DeepLab and DeepLab-MSc, ``fc8_voc12`` in the LargeFOV
+                                  nets), then the other one, then ``fc8``
+    ``msc.K.fc1``/``fc2``/``fc3``  ``{tap}_conv``/``{tap}_fc``/``{tap}_ms``, tap ``data``
+                                  (K = 0), ``pool1`` ... ``pool4`` (K = 1..4): MSc nets
+    ============================  =====================================================
     """
     v = get_variant(variant)
     table: dict[str, tuple[str, ...]] = {name: (name,) for name in conv_names()}
-    table |= {"fc6": ("fc6",), "fc7": ("fc7",), "fc8": ("fc8_voc12", "fc8")}
+    classifiers = [v.caffe_classifier] + [
+        c for c in ("fc8_pascal", "fc8_voc12", "fc8") if c != v.caffe_classifier
+    ]
+    table |= {"fc6": ("fc6",), "fc7": ("fc7",), "fc8": tuple(classifiers)}
     if v.msc:
-        for k in range(5):
-            for j in (1, 2, 3):
-                table[f"msc.{k}.fc{j}"] = (f"fc{j}_c{k}",)
+        for k, tap in enumerate(MSC_TAPS):
+            for j, suffix in enumerate(("conv", "fc", "ms"), start=1):
+                table[f"msc.{k}.fc{j}"] = (f"{tap}_{suffix}",)
     return table
 
 

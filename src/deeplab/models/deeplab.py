@@ -1,7 +1,10 @@
 """DeepLab v1 networks (paper section 3) and their multi-scale branches (section 4.3).
 
-``forward`` returns stride-8 class scores; upsampling to the image (bilinear, x8) is the
-predictor's job, not the network's (SPEC.md section 3).
+``forward`` returns stride-8 class scores, as the released train nets compute them (the MSc
+branches strided onto the stride-8 grid and summed with fc8). :meth:`DeepLab.image_scores`
+is the released test net: scores on the input's pixel grid (fc8 interpolated x8, DeepLab's
+``fc8_crop``, and for MSc the branches at stride 1 interpolated to full resolution and summed
+there, ``fc_fusion``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import nn
 from deeplab.models.variants import Variant, get_variant
 from deeplab.models.vgg import VGGTrunk
 
-__all__ = ["DeepLab", "MScBranch", "init_weights"]
+__all__ = ["DeepLab", "MScBranch", "caffe_interp", "init_weights"]
 
 MSC_STD = 0.001
 MSC_POOL4_1X1_STD = 0.005
@@ -26,10 +29,13 @@ PIXEL_STD = 57.6  # ImageNet pixel std on the 0..255 scale (0.226 * 255)
 
 class MScBranch(nn.Module):
     """One multi-scale branch: 3x3 conv (stride s) -> ReLU -> dropout -> 1x1 -> ReLU ->
-    dropout -> 1x1 to the classes (paper section 4.3; Caffe names ``fc1_cK``..``fc3_cK``).
+    dropout -> 1x1 to the classes (paper section 4.3). Caffe names, tap ``data`` or
+    ``pool1``..``pool4``: ``fc1`` = ``{tap}_conv``, ``fc2`` = ``{tap}_fc``, ``fc3`` =
+    ``{tap}_ms``.
 
     The 3x3 conv has no built-in padding: :meth:`forward` pads (or crops) the tap so that the
-    branch lands exactly on the main network's output cells, see :meth:`forward`.
+    branch lands exactly on the main network's output cells, see :meth:`forward`;
+    :meth:`forward_dense` runs it at stride 1, pad 1, as the released test nets do.
     """
 
     def __init__(
@@ -63,13 +69,32 @@ class MScBranch(nn.Module):
         x = self.drop2(F.relu(self.fc2(x), inplace=True))
         return self.fc3(x)
 
+    def forward_dense(self, tap: torch.Tensor) -> torch.Tensor:
+        """(B,C,S_h,S_w) tap -> (B,classes,S_h,S_w): the released test nets' branch, the same
+        weights at stride 1 and pad 1 on the tap's full resolution."""
+        x = self.drop1(F.relu(F.conv2d(tap, self.fc1.weight, self.fc1.bias, padding=1)))
+        x = self.drop2(F.relu(self.fc2(x), inplace=True))
+        return self.fc3(x)
+
+
+def caffe_interp(x: torch.Tensor, zoom: int) -> torch.Tensor:
+    """Caffe's ``Interp`` layer with ``zoom_factor``: (B,L,h,w) -> (B,L,z(h-1)+1,z(w-1)+1),
+    bilinear with output pixel ``z*i`` equal to input cell ``i`` (align-corners)."""
+    if zoom == 1:
+        return x
+    h, w = x.shape[-2:]
+    size = (zoom * (h - 1) + 1, zoom * (w - 1) + 1)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
 
 class DeepLab(VGGTrunk):
     """A DeepLab v1 network for one :class:`~deeplab.models.variants.Variant`.
 
     Input: (B,3,H,W) float in the Caffe convention (BGR, 0..255, minus the mean; see
     :mod:`deeplab.models.inputs`). Output: (B,num_classes,h,w) logits at stride 8,
-    ``h = variant.output_size(H, self.training)``.
+    ``h = variant.output_size(H, self.training)``: the released train net's scores (for MSc
+    in either mode the strided branches summed on the stride-8 grid). The released test
+    net's full-resolution scores are :meth:`image_scores`.
     """
 
     def __init__(self, variant: Variant | str, num_classes: int = 21) -> None:
@@ -132,19 +157,67 @@ class DeepLab(VGGTrunk):
                 scores = scores + branch(tap, out_hw, shift)
         return scores
 
+    @torch.no_grad()
+    def image_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) Caffe-convention image -> (B,num_classes,H,W) scores on its pixel grid:
+        the released test net (eval mode only).
+
+        fc8's stride-8 scores are interpolated x8 (``fc8_interp``) and, for ``deeplab``, the
+        first ``score_crop`` = 7 pixels dropped (``fc8_crop``: its 2x2 pools put output cell 0
+        at pixel -7.5). MSc: each branch runs at stride 1 on its tap, is interpolated by the
+        tap's stride (image: none; pool1..pool4: 2, 4, 8, 8) and added (``fc_fusion``). Every
+        map starts on pixel 0 and covers at least H x W; the sum is cropped to H x W.
+        """
+        if self.training:
+            raise RuntimeError("image_scores follows the released test net: call .eval() first")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B,3,H,W) image batch, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating point image batch, got {x.dtype}")
+        if min(self.variant.output_size(n, False) for n in x.shape[-2:]) < 1:
+            raise ValueError(f"input {tuple(x.shape[-2:])} is too small for {self.variant.name}")
+        height, width = x.shape[-2:]
+        features, taps = self.forward_with_taps(x)
+        h = F.relu(self.fc6(features))
+        h = F.relu(self.fc7(h))
+        crop = self.variant.score_crop
+        scores = caffe_interp(self.fc8(h), self.variant.output_stride)[..., crop:, crop:]
+        maps = [scores]
+        if self.msc is not None:
+            strides = [s for s, _ in self.variant.tap_geometry(False)[:5]]
+            for branch, tap, stride in zip(self.msc, taps, strides, strict=True):
+                maps.append(caffe_interp(branch.forward_dense(tap), stride))
+        for m in maps:
+            if m.shape[-2] < height or m.shape[-1] < width:
+                raise ValueError(
+                    f"{self.variant.name}: scores of {tuple(m.shape[-2:])} do not cover the "
+                    f"input {height}x{width}"
+                )
+        out = maps[0][..., :height, :width]
+        for m in maps[1:]:
+            out = out + m[..., :height, :width]
+        return out
+
     def branch_parameters(self) -> Iterator[nn.Parameter]:
         """The multi-scale branch parameters: the only ones the paper trains for MSc models."""
         if self.msc is not None:
             yield from self.msc.parameters()
 
-    def freeze_base(self, frozen: bool = True) -> None:
+    def freeze_base(self, frozen: bool = True, train_fc8: bool | None = None) -> None:
         """Set ``requires_grad`` of everything but the MSc branches to ``not frozen``.
 
         MSc models are built frozen: "we only adjust the newly added weights" (section 4.3).
+        ``train_fc8`` (``None``: ``variant.msc_train_fc8``) keeps fc8 learning too, as in the
+        released DeepLab-MSc (frozen in the released DeepLab-MSc-LargeFOV).
         """
+        if train_fc8 is None:
+            train_fc8 = self.variant.msc_train_fc8
         branch = {id(p) for p in self.branch_parameters()}
+        fc8 = {id(p) for p in self.fc8.parameters()}
         for p in self.parameters():
-            if id(p) not in branch:
+            if id(p) in fc8:
+                p.requires_grad_(not frozen or train_fc8)
+            elif id(p) not in branch:
                 p.requires_grad_(not frozen)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:

@@ -68,7 +68,8 @@ def build_model(
     name whose converted checkpoint lies in :func:`~deeplab.models.weights.weights_dir`.
     A checkpoint for another variant or class count raises ValueError listing every
     mismatched, missing and unexpected tensor. MSc models come back with their base frozen
-    (paper section 4.3; undo with ``model.freeze_base(False)``).
+    (paper section 4.3; fc8 still learns in ``deeplab-msc``, as in the released DeepLab-MSc;
+    undo with ``model.freeze_base(False)``).
     """
     variant = get_variant(name)
     model = DeepLab(variant, num_classes)

@@ -1,7 +1,8 @@
 """The DeepLab v1 network variants, as data: one frozen dataclass per variant, one table.
 
 Every number comes from the paper (section 3, Table 2) or, where the paper is silent, from
-the authors' released Caffe configs (SPEC.md section 1). :func:`deeplab.models.build_model`
+the authors' released Caffe configs (``deeplab-public``; the tests read those prototxts and
+check each released net layer by layer against its row here). :func:`deeplab.models.build_model`
 turns a row of :data:`VARIANTS` into a module; nothing else in the package hard-codes a
 variant.
 
@@ -17,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "MSC_TAPS",
     "VARIANTS",
     "Pool",
     "Variant",
@@ -29,6 +31,9 @@ VGG16_BLOCKS: tuple[int, ...] = (2, 2, 3, 3, 3)
 """Convolutions per VGG-16 block (conv1_1, conv1_2 | conv2_1, conv2_2 | conv3_1..3 | ...)."""
 
 VGG16_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 512)
+
+MSC_TAPS: tuple[str, ...] = ("data", "pool1", "pool2", "pool3", "pool4")
+"""Caffe names of the MSc taps: branch ``k`` is ``{tap}_conv``, ``{tap}_fc``, ``{tap}_ms``."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,17 @@ def caffe_pool_size(n: int, pool: Pool) -> int:
 
 @dataclass(frozen=True)
 class Variant:
-    """One DeepLab v1 network (paper section 3 and Table 2; SPEC.md section 1).
+    """One DeepLab v1 network (paper section 3 and Table 2; the released Caffe configs).
 
-    ``pool4_eval_padding`` reproduces the released ``vgg128_noup`` configs, whose test net pads
-    pool4 by 1 while the train net does not: the module picks the padding from
+    ``pool4_eval_padding`` reproduces the released DeepLab (``vgg128_noup``) configs, whose
+    test net pads pool4 by 1 while the train net does not: the module picks the padding from
     ``self.training``. ``None`` means "same as at train time".
+
+    Released test-net facts: ``test_crop`` is the side the image is padded to (513; 514 for
+    DeepLab), ``score_crop`` the pixels its ``fc8_crop`` layer removes at the top/left of the
+    x8-interpolated scores (7 for DeepLab: ``pad_beg: -7``), ``caffe_classifier`` the Caffe
+    name of fc8. ``msc_train_fc8``: whether fc8 learns together with the MSc branches
+    (released DeepLab-MSc: yes; DeepLab-MSc-LargeFOV: no).
     """
 
     name: str
@@ -78,6 +89,10 @@ class Variant:
     msc: bool = False  # multi-scale branches on input, pool1..pool4 (paper section 4.3)
     msc_channels: int = 128
     train_crop: int = 321
+    test_crop: int = 513
+    score_crop: int = 0
+    caffe_classifier: str = "fc8_voc12"
+    msc_train_fc8: bool = False
     paper_params_m: float | None = None  # millions, 21 classes (paper section 5)
     caffe_config: str | None = None  # the released Caffe net this mirrors, if any
     crf_preset: str | None = None
@@ -128,7 +143,9 @@ class Variant:
 
     def output_origin(self, training: bool = False) -> float:
         """Image coordinate (pixels) of the centre of output cell 0; cell ``i`` is at
-        ``origin + 8 * i``. 0 for all variants except ``deeplab`` (0.5 train, -7.5 test)."""
+        ``origin + 8 * i``. 0 for all variants except ``deeplab`` (0.5 train, -7.5 test: its
+        test net's ``fc8_crop`` removes the 7 leading pixels of the x8 scores, which puts them
+        within half a pixel of the image grid)."""
         stride, origin = self.tap_geometry(training)[-1]
         if self.pool5a is not None:
             origin += stride * ((self.pool5a.kernel - 1) / 2 - self.pool5a.padding)
@@ -150,8 +167,11 @@ _DEEPLAB = Variant(
     fc6_dilation=4,
     fc6_padding=6,
     train_crop=306,
+    test_crop=514,
+    score_crop=7,
+    caffe_classifier="fc8_pascal",
     paper_params_m=65.1,
-    caffe_config="vgg128_noup",
+    caffe_config="DeepLab",
     crf_preset="deeplab",
     init_weights="vgg16_128",
 )
@@ -197,16 +217,24 @@ VARIANTS: dict[str, Variant] = {
             init_weights="vgg16_128",
         ),
         _LARGEFOV,
-        # The MSc variants are their base networks plus the multi-scale branches.
-        dataclasses.replace(
-            _DEEPLAB,
+        # The MSc variants are their base networks plus the multi-scale branches. The
+        # released DeepLab-MSc is not built on `deeplab`: its header says the pooling "changed
+        # from 2 to 3 in the first 4 layers", so its base is DeepLab's fc6 (4x4, dilation 4)
+        # on the 3/2/1 pools of the other variants (crop 321, labels from pixel 0).
+        Variant(
             name="deeplab-msc",
             paper_name="DeepLab-MSc",
-            description="DeepLab plus multi-scale branches on the input and pool1..pool4",
+            description="DeepLab's fc6 on 3x3 pooling, plus multi-scale branches on the "
+            "input and pool1..pool4",
+            fc6_kernel=4,
+            fc6_dilation=4,
+            fc6_padding=6,
             msc=True,
-            paper_params_m=None,
+            msc_train_fc8=True,
+            caffe_classifier="fc8_pascal",
             caffe_config="DeepLab-MSc",
             crf_preset="deeplab-msc",
+            init_weights="vgg16_128",
         ),
         dataclasses.replace(
             _LARGEFOV,

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
+from deeplab.crf import CRFParams
 from deeplab.io_utils import atomic_write_bytes
 from deeplab.models.inputs import INPUT_CONVENTION
 
@@ -56,9 +57,18 @@ _INIT = "http://www.cs.jhu.edu/~alanlab/ccvl/init_models/"
 
 @dataclass(frozen=True)
 class WeightsRecord:
-    """Published weights for a variant. ``metrics``: VOC 2012 val mean IoU (%) from the
-    paper (Table 1/2, SPEC.md section 6) of the model trained on ``train_aug``, without and
-    with the CRF; ``crf_preset``: the CRF parameters tuned for it (SPEC.md section 4)."""
+    """Published weights for a variant. ``metrics``: VOC 2012 mean IoU (%) from the paper
+    (Table 1/2, section 6) without and with the CRF; ``crf_preset``: the CRF parameters tuned
+    for it (:attr:`crf_params`).
+
+    Released DeepLab nets also say how to use and judge them: ``caffe_classifier`` (fc8's
+    layer name in the ``.caffemodel``, mapped by ``deeplab convert``), ``test_crop`` (the
+    side the released test net pads images to: 513, DeepLab 514), ``caffe_config`` (the
+    released config folder), ``train_split`` (``train_aug``: the authors' ``train_iter_6000``
+    files, fit to score on VOC val; ``trainval_aug``: ``train2_iter_8000``, the fine-tune
+    behind the test-set scores, which has seen VOC val; ``None``: not known here, read the
+    file name before scoring on val) and ``pretrained`` (the data before VOC).
+    """
 
     name: str
     variant: str
@@ -69,6 +79,11 @@ class WeightsRecord:
     metrics: Mapping[str, float] = field(default_factory=dict)
     crf_preset: str | None = None
     notes: str = ""
+    caffe_classifier: str | None = None
+    test_crop: int | None = None
+    caffe_config: str | None = None
+    train_split: str | None = None
+    pretrained: str = "ImageNet"
 
     @property
     def num_classes(self) -> int | None:
@@ -79,6 +94,13 @@ class WeightsRecord:
         """Where :func:`weights_dir` expects the converted checkpoint."""
         return f"{self.name}.safetensors"
 
+    @property
+    def crf_params(self) -> CRFParams | None:
+        """The CRF parameters of :attr:`crf_preset` (w1, w2, thetas, iterations)."""
+        return None if self.crf_preset is None else CRFParams.preset(self.crf_preset)
+
+
+_COCO = "ImageNet, then MS-COCO (then VOC 2012)"
 
 WEIGHTS: dict[str, WeightsRecord] = {
     r.name: r
@@ -86,19 +108,22 @@ WEIGHTS: dict[str, WeightsRecord] = {
         WeightsRecord(
             "deeplab-voc12", "deeplab", _PROJECT, "caffemodel",
             metrics={"voc12_val_miou": 59.80, "voc12_val_miou_crf": 63.74},
-            crf_preset="deeplab",
+            crf_preset="deeplab", caffe_classifier="fc8_pascal", test_crop=514,
+            caffe_config="DeepLab",
         ),
         WeightsRecord(
             "deeplab-msc-voc12", "deeplab-msc", _PROJECT, "caffemodel",
             metrics={"voc12_val_miou": 61.30, "voc12_val_miou_crf": 65.21},
-            crf_preset="deeplab-msc",
+            crf_preset="deeplab-msc", caffe_classifier="fc8_pascal", test_crop=513,
+            caffe_config="DeepLab-MSc",
         ),
         WeightsRecord(
             "deeplab-largefov-voc12", "deeplab-largefov",
             "http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-LargeFOV/", "caffemodel",
             metrics={"voc12_val_miou": 62.25, "voc12_val_miou_crf": 67.64,
                      "voc12_test_miou_crf": 70.3},
-            crf_preset="deeplab-largefov",
+            crf_preset="deeplab-largefov", caffe_classifier="fc8_voc12", test_crop=513,
+            caffe_config="DeepLab-LargeFOV", train_split="trainval_aug",
             notes="the file published there, train2_iter_8000.caffemodel, is the trainval_aug "
             "fine-tune behind the test score: it has seen VOC val, never score it on val",
         ),
@@ -107,9 +132,27 @@ WEIGHTS: dict[str, WeightsRecord] = {
             "http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-MSc-LargeFOV/", "caffemodel",
             metrics={"voc12_val_miou": 64.21, "voc12_val_miou_crf": 68.70,
                      "voc12_test_miou_crf": 71.6},
-            crf_preset="deeplab-msc-largefov",
+            crf_preset="deeplab-msc-largefov", caffe_classifier="fc8_voc12", test_crop=513,
+            caffe_config="DeepLab-MSc-LargeFOV",
             notes="check whether the published file is a train_aug or trainval_aug model "
             "before scoring it on VOC val",
+        ),
+        WeightsRecord(
+            "deeplab-coco-largefov-voc12", "deeplab-largefov", _PROJECT, "caffemodel",
+            crf_preset="deeplab-largefov", caffe_classifier="fc8_voc12", test_crop=513,
+            caffe_config="DeepLab-COCO-LargeFOV", pretrained=_COCO,
+            notes="the LargeFOV network (its released configs are layer for layer "
+            "DeepLab-LargeFOV's); its scores are not in the paper version followed here, and "
+            "its own CRF values are not in the released configs: the preset is LargeFOV's",
+        ),
+        WeightsRecord(
+            "deeplab-msc-coco-largefov-voc12", "deeplab-msc-largefov", _PROJECT, "caffemodel",
+            crf_preset="deeplab-msc-largefov", caffe_classifier="fc8_voc12", test_crop=513,
+            caffe_config="DeepLab-MSc-COCO-LargeFOV", pretrained=_COCO,
+            notes="the MSc-LargeFOV network (its released configs are layer for layer "
+            "DeepLab-MSc-LargeFOV's); its scores are not in the paper version followed here, "
+            "and its own CRF values are not in the released configs: the preset is "
+            "MSc-LargeFOV's",
         ),
         WeightsRecord(
             "vgg16_128", "deeplab", _INIT + "vgg16_128.caffemodel", "caffemodel",

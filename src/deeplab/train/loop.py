@@ -139,7 +139,8 @@ def initial_model(recipe: Recipe, num_classes: int) -> DeepLab:
             recipe.model,
         )
     if model.variant.msc or recipe.freeze_base is not None:
-        model.freeze_base(model.variant.msc if recipe.freeze_base is None else recipe.freeze_base)
+        frozen = model.variant.msc if recipe.freeze_base is None else recipe.freeze_base
+        model.freeze_base(frozen, train_fc8=recipe.train_fc8)
     return model
 
 

@@ -6,9 +6,17 @@
 command line (:class:`deeplab.train.data.DataSpec`).
 
 The optimiser is Caffe's: SGD with momentum 0.9; weight decay 5e-4 on weights only; the
-learning rate 1e-3 for the body and 10x for the final classifier layers (``fc8`` and, for
-MSc, the class layers ``msc.*.fc3`` of the branches), biases at 2x their layer's rate;
-the "step" policy ``lr = base * gamma ** floor(iteration / step)``.
+learning rate 1e-3 for the body and 10x for ``fc8``, biases at 2x their layer's rate; the
+"step" policy ``lr = base * gamma ** floor(iteration / step)``. MSc (section 4.3): only the
+branches learn, at the body's rate, class layers included, and ``fc8`` with them in
+DeepLab-MSc (the released MSc train nets: ``blobs_lr`` 1/2 on every learning layer, 0 on the
+frozen ones; the paper gives no rates for MSc).
+
+The released solvers and train nets (``deeplab-public``) are in :data:`RELEASED_SOLVERS`,
+per variant and stage (``train_aug``: ``solver.prototxt``; ``trainval_aug``, the fine-tune
+behind the test-set scores: ``solver2.prototxt``). :func:`recipe_for` follows them except
+where :data:`PAPER_CHOICES` says we follow the paper, each with both values and the reason;
+``recipe_for(model, follow="released")`` (or the one named option) gives the released value.
 
 ``input_lr_mult`` is not in the paper (1 there). The layers that read the Caffe-convention
 pixels directly (``conv1_1`` and MSc branch 0's first conv) see inputs of standard deviation
@@ -39,6 +47,10 @@ from deeplab.crf import CRFParams
 from deeplab.models import get_variant
 
 __all__ = [
+    "PAPER_CHOICES",
+    "RELEASED_SOLVERS",
+    "STAGES",
+    "PaperChoice",
     "Recipe",
     "classifier_parameter",
     "load_config_file",
@@ -64,11 +76,18 @@ class Recipe:
     model: str = _f("deeplab-largefov", "network variant (deeplab.models.list_models())")
     num_classes: int | None = _f(None, "classes; None: the dataset's class count")
     init: str | None = _f(None, "initial weights: a WEIGHTS name or checkpoint path; None: fresh")
-    iterations: int = _f(6000, "SGD iterations (paper: 6000 on train_aug)")
-    batch: int = _f(20, "images per iteration, over all processes (paper: 20)")
+    iterations: int = _f(
+        6000, "SGD iterations (paper: 6000 on train_aug; released trainval_aug: 8000, DeepLab "
+        "12000)"
+    )
+    batch: int = _f(
+        20, "images per iteration, over all processes (paper: 20; released LargeFOV: 30)"
+    )
     accumulate: int = _f(1, "micro-batches per iteration and process (gradient accumulation)")
     lr: float = _f(1e-3, "base learning rate of the body (paper: 0.001)")
-    classifier_lr_mult: float = _f(10.0, "final classifier layers' lr multiple (paper: 0.01)")
+    classifier_lr_mult: float = _f(
+        10.0, "final classifier layers' lr multiple (paper: 10, i.e. 0.01; MSc: 1, as released)"
+    )
     bias_lr_mult: float = _f(2.0, "biases learn at this multiple of their layer's rate (Caffe)")
     input_lr_mult: float = _f(
         1.0, "lr multiple of the weights reading raw 0..255 pixels (1: paper; see docstring)"
@@ -81,6 +100,11 @@ class Recipe:
     label_offset: int = _f(0, "first label pixel picked by the x8 subsampling (1 for `deeplab`)")
     mirror: bool = _f(True, "random horizontal flips (paper: yes)")
     freeze_base: bool | None = _f(None, "train only the MSc branches; None: as built (MSc: yes)")
+    train_fc8: bool | None = _f(
+        None,
+        "MSc with a frozen base: fc8 learns with the branches; None: as released "
+        "(DeepLab-MSc yes, DeepLab-MSc-LargeFOV no)",
+    )
     seed: int = _f(0, "seeds initialisation, data order, crops, mirrors and dropout")
     checkpoint_every: int = _f(1000, "iterations between checkpoints (one is always written last)")
     keep_checkpoints: int = _f(3, "most recent checkpoints kept (>= 2: a fallback if one is bad)")
@@ -199,23 +223,88 @@ def _check_keys(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-def recipe_for(model: str) -> Recipe:
-    """The paper's recipe for ``model`` (SPEC section 2): crop and label offset from the
-    variant, initialisation from its ImageNet weights record (if it has one).
+STAGES: tuple[str, ...] = ("train_aug", "trainval_aug")
+"""Training stages of the released runs: ``train_aug`` from ImageNet (``solver.prototxt``),
+then ``trainval_aug`` from the ``train_aug`` model (``solver2.prototxt``)."""
+
+_SOLVER: dict[str, Any] = {
+    "lr": 1e-3, "lr_step": 2000, "lr_gamma": 0.1, "iterations": 6000, "momentum": 0.9,
+    "weight_decay": 5e-4,
+}
+_SOLVER2: dict[str, Any] = {**_SOLVER, "iterations": 8000}
+
+RELEASED_SOLVERS: dict[tuple[str, str], Mapping[str, Any]] = {
+    ("deeplab", "train_aug"): {**_SOLVER, "batch": 20},
+    # DeepLab's own solver2: ten times the rate, longer steps, 12,000 iterations.
+    ("deeplab", "trainval_aug"): {
+        **_SOLVER, "lr": 1e-2, "lr_step": 3000, "iterations": 12000, "batch": 20,
+    },
+    ("deeplab-msc", "train_aug"): {**_SOLVER, "batch": 20},
+    ("deeplab-msc", "trainval_aug"): {**_SOLVER2, "batch": 20},
+    ("deeplab-largefov", "train_aug"): {**_SOLVER, "batch": 30},
+    ("deeplab-largefov", "trainval_aug"): {**_SOLVER2, "batch": 30},
+    ("deeplab-msc-largefov", "train_aug"): {**_SOLVER, "batch": 30},
+    ("deeplab-msc-largefov", "trainval_aug"): {**_SOLVER2, "batch": 30},
+}  # fmt: skip
+"""The released solvers (lr, step, gamma, iterations, momentum, decay) and train-net batch
+sizes, per (variant, stage); the COCO-pretrained LargeFOV configs have the same values."""
+
+
+@dataclass(frozen=True)
+class PaperChoice:
+    """A recipe field where we follow the paper, not the released config."""
+
+    field: str
+    paper: Any
+    released: Any
+    reason: str
+
+
+_BATCH_20 = PaperChoice(
+    "batch", 20, 30,
+    "paper section 5: 'a mini-batch of 20 images', the setting its LargeFOV numbers are "
+    "reported with; the released LargeFOV train nets use 30 (--batch 30 matches them)",
+)  # fmt: skip
+
+PAPER_CHOICES: dict[str, tuple[PaperChoice, ...]] = {
+    "deeplab-largefov": (_BATCH_20,),
+    "deeplab-msc-largefov": (_BATCH_20,),
+}
+
+
+def recipe_for(model: str, stage: str = "train_aug", follow: str = "paper") -> Recipe:
+    """The recipe for ``model`` (paper section 5 and the released configs): crop, label
+    offset and initialisation from the variant and its ImageNet weights record, the solver
+    of ``stage`` (:data:`RELEASED_SOLVERS`), and the paper's value wherever
+    :data:`PAPER_CHOICES` says so, unless ``follow="released"``.
 
     MSc variants get no default ``init``: the paper adds the branches to a trained base
-    network (pass its weights, e.g. ``runs/deeplab/model.safetensors``) and trains only them.
+    network (pass its weights, e.g. ``runs/deeplab-largefov/model.safetensors``) and trains
+    only them, at the body's rate (``classifier_lr_mult`` 1, as the released MSc nets). The
+    ``trainval_aug`` stage starts from the ``train_aug`` model: no default ``init`` either.
     """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if follow not in ("paper", "released"):
+        raise ValueError(f"follow must be 'paper' or 'released', got {follow!r}")
     variant = get_variant(model)
     # `deeplab`'s 2/2/1 pools put output cell 0 at pixel 0.5 in the train net; the released
     # configs sample labels from pixel 1 (306 -> 39). The 3/2/1 variants sit on pixel 0.
     offset = math.ceil(variant.output_origin(training=True))
-    return Recipe(
-        model=variant.name,
-        crop=variant.train_crop,
-        label_offset=offset,
-        init=None if variant.msc else variant.init_weights,
-    )
+    values: dict[str, Any] = {
+        "model": variant.name,
+        "crop": variant.train_crop,
+        "label_offset": offset,
+        "init": None if variant.msc or stage != "train_aug" else variant.init_weights,
+    }
+    if variant.msc:
+        values["classifier_lr_mult"] = 1.0
+    values |= RELEASED_SOLVERS.get((variant.name, stage), {})
+    if stage != "train_aug" and (variant.name, stage) not in RELEASED_SOLVERS:
+        values["iterations"] = _SOLVER2["iterations"]
+    if follow == "paper":
+        values |= {c.field: c.paper for c in PAPER_CHOICES.get(variant.name, ())}
+    return Recipe(**values)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -275,8 +364,8 @@ def input_parameter(name: str) -> bool:
 
 
 def classifier_parameter(name: str) -> bool:
-    """Whether parameter ``name`` belongs to a final classifier layer (10x lr): fc8, and the
-    class layers of the MSc branches (``msc.<k>.fc3``)."""
+    """Whether parameter ``name`` belongs to a final classifier layer (``classifier_lr_mult``):
+    fc8, and the class layers of the MSc branches (``msc.<k>.fc3``, Caffe ``{tap}_ms``)."""
     name = name.removeprefix("module.")
     return name.startswith("fc8.") or (name.startswith("msc.") and ".fc3." in name)
 
@@ -298,7 +387,8 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
     With ``input_lr_mult != 1`` the weights reading raw pixels (:func:`input_parameter`)
     form a fifth group, ``input.weight``, at that multiple with the recipe's decay.
-    Only parameters with ``requires_grad`` are included (MSc: the branches only).
+    Only parameters with ``requires_grad`` are included (MSc: the branches, and fc8 in
+    ``deeplab-msc`` as released).
     """
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
