@@ -13,10 +13,11 @@ The network never runs: the stride-8 scores come from ``deeplab evaluate --save-
 is summed over the images (SPEC section 5).
 
 Work runs in a spawn pool of ``workers`` processes, each pinned to one numba/torch thread and
-holding every image, label and saved score, loaded once when it starts; one task is one CRF
-on one image. A parameter set's line is appended to ``search.jsonl`` in the output folder as
-soon as its last image is done, so a search that is stopped and started again over the same
-folder only computes what is missing.
+holding every image, label and saved score, loaded once when it starts; one task is one image
+and the parameter sets that share its bilateral lattice, each lattice built once for all of
+them (:mod:`deeplab.tune_engine`). A parameter set's line is appended to ``search.jsonl`` in
+the output folder as soon as its last image is done, so a search that is stopped and started
+again over the same folder only computes what is missing.
 """
 
 from __future__ import annotations
