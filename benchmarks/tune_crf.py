@@ -16,6 +16,15 @@ Runs the documented commands in order, timing each, then prints what they measur
     python benchmarks/tune_crf.py --weights W --out O --num-images 30 --rounds 0   # quicker
 
 Re-running with the same ``--out`` reuses the saved scores and resumes the search.
+
+``--compare-engines N`` times the tuner's evaluation engine instead: the paper's coarse grid
+(w1 5:10, theta_alpha 50:10:100, theta_beta 3:1:10: 288 parameter sets) on the first N
+tuning scenes, each set scored alone as before (:func:`deeplab.tune_engine.score_each`) and
+then with the work the sets share done once (:func:`deeplab.tune_engine.score_shared`, what
+``tune-crf`` runs), both on one thread in this process; it prints both times and checks
+that every confusion matrix is identical::
+
+    python benchmarks/tune_crf.py --weights W --out O --compare-engines 100
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deeplab.cli import main as deeplab
 
@@ -59,6 +70,54 @@ def _trimap_rows(result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def compare_engines(logits: Path, args: argparse.Namespace) -> int:
+    """Time the coarse grid on ``args.compare_engines`` images, per set vs shared work."""
+    import numba
+    import torch
+
+    from deeplab.data import SyntheticScenes
+    from deeplab.evaluate import load_saved_logits
+    from deeplab.tune import SearchSpace, param_key, select_images
+    from deeplab.tune_engine import group_tasks, score_each, score_shared
+
+    numba.set_num_threads(1)  # as in each tune-crf worker
+    torch.set_num_threads(1)
+    scenes = SyntheticScenes(args.count, size=tuple(args.size), seed=args.tune_seed)
+    picks = select_images(logits, scenes, args.compare_engines)
+    k = len(scenes.class_names)
+    data = []
+    for index, name in picks:
+        sample = scenes[index]
+        data.append((sample.image, sample.label, load_saved_logits(logits / f"{name}.npz").logits))
+    grid = SearchSpace().grid()
+    todo = {param_key(p): p for p in grid}
+    settings = [(key, p.to_dict()) for key, p in todo.items()]
+    # Compile (or load) the kernels before timing either path.
+    score_shared(*data[0], k, settings[:1])
+    score_each(*data[0], k, settings[:1])
+    print(f"{len(grid)} parameter sets x {len(data)} images of {args.size[0]}x{args.size[1]}, "
+          "one thread", flush=True)  # fmt: skip
+
+    start = time.perf_counter()
+    alone = {(key, i): m for i, d in enumerate(data) for key, m in score_each(*d, k, settings)}
+    t_alone = time.perf_counter() - start
+    print(f"each set alone (before):   {t_alone:8.1f} s", flush=True)
+    start = time.perf_counter()
+    shared = {
+        (key, i): m
+        for i, group in group_tasks(todo, len(data))
+        for key, m in score_shared(*data[i], k, group)
+    }
+    t_shared = time.perf_counter() - start
+    print(f"shared work (tune-crf now): {t_shared:8.1f} s", flush=True)
+    same = alone.keys() == shared.keys() and all(
+        np.array_equal(alone[key], shared[key]) for key in alone
+    )
+    print(f"speed-up {t_alone / t_shared:.2f}x; {len(alone)} confusion matrices "
+          f"{'all identical' if same else 'DIFFER'}")  # fmt: skip
+    return 0 if same else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", required=True, help="checkpoint of a synthetic-trained model")
@@ -80,6 +139,13 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--default", default="deeplab-largefov", help="the preset compared against")
     p.add_argument("--tune-args", default="", help="extra tune-crf options, e.g. '--w1 3:10:1'")
+    p.add_argument(
+        "--compare-engines",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time the coarse grid on N tuning scenes, each set alone vs shared work",
+    )
     args = p.parse_args()
 
     out: Path = args.out
@@ -95,6 +161,8 @@ def main() -> int:
                   "--save-logits", str(out / f"logits_{name}"),
                   "--out", str(out / f"network_{name}"), *data, *common],
                  timings, f"evaluate {name} (network, saves the scores)")  # fmt: skip
+        if args.compare_engines:
+            return compare_engines(out / "logits_tune", args)
     tune_data = [
         "--synthetic-seed",
         str(args.tune_seed),

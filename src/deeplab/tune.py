@@ -13,10 +13,11 @@ The network never runs: the stride-8 scores come from ``deeplab evaluate --save-
 is summed over the images (SPEC section 5).
 
 Work runs in a spawn pool of ``workers`` processes, each pinned to one numba/torch thread and
-holding every image, label and saved score, loaded once when it starts; one task is one CRF
-on one image. A parameter set's line is appended to ``search.jsonl`` in the output folder as
-soon as its last image is done, so a search that is stopped and started again over the same
-folder only computes what is missing.
+holding every image, label and saved score, loaded once when it starts; one task is one image
+and the parameter sets that share its bilateral lattice, each lattice built once for all of
+them (:mod:`deeplab.tune_engine`). A parameter set's line is appended to ``search.jsonl`` in
+the output folder as soon as its last image is done, so a search that is stopped and started
+again over the same folder only computes what is missing.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ import numpy as np
 
 from deeplab.crf import CRFParams
 from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
-from deeplab.evaluate import LOGITS_META, load_saved_logits, score_image
+from deeplab.evaluate import LOGITS_META, load_saved_logits
 from deeplab.io_utils import atomic_write_text
 from deeplab.metrics import ConfusionMatrix, markdown_table
+from deeplab.tune_engine import Task, group_tasks, score_shared
 
 __all__ = [
     "AXES",
@@ -401,11 +403,12 @@ class _Images:
             out.logits.append(saved.logits)
         return out
 
-    def score(self, task: tuple[str, dict[str, Any] | None, int]) -> tuple[str, int, np.ndarray]:
-        key, params, i = task
-        crf = None if params is None else CRFParams.from_dict(params)
-        out = score_image(self.images[i], self.labels[i], self.logits[i], self.num_classes, crf)
-        return key, i, out["plain" if crf is None else "crf"]
+    def score(self, task: Task) -> list[tuple[str, int, np.ndarray]]:
+        i, settings = task
+        scores = score_shared(
+            self.images[i], self.labels[i], self.logits[i], self.num_classes, settings
+        )
+        return [(key, i, matrix) for key, matrix in scores]
 
 
 _WORKER: _Images | None = None
@@ -430,7 +433,7 @@ def _init_worker(
         _WORKER_ERROR = exc
 
 
-def _worker_task(task: tuple[str, dict[str, Any] | None, int]) -> tuple[str, int, np.ndarray]:
+def _worker_task(task: Task) -> list[tuple[str, int, np.ndarray]]:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
     assert _WORKER is not None, "worker used before its initializer ran"
@@ -457,15 +460,15 @@ class _Runner:
         else:
             self.local = _Images.load(*args)
 
-    def run(
-        self, tasks: list[tuple[str, dict[str, Any] | None, int]]
-    ) -> Iterator[tuple[str, int, np.ndarray]]:
+    def run(self, tasks: list[Task]) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(key, image index, confusion counts) of every setting of every task."""
         if self.pool is not None:
-            yield from self.pool.imap_unordered(_worker_task, tasks, chunksize=1)
+            for results in self.pool.imap_unordered(_worker_task, tasks, chunksize=1):
+                yield from results
         else:
             assert self.local is not None
             for task in tasks:
-                yield self.local.score(task)
+                yield from self.local.score(task)
 
     def close(self, *, terminate: bool = False) -> None:
         if self.pool is not None:
@@ -631,12 +634,7 @@ def search(
             progress(done_runs, planned)
         sums = {key: np.zeros((k, k), dtype=np.int64) for key in todo}
         counts = dict.fromkeys(todo, 0)
-        tasks = [
-            (key, None if p is None else p.to_dict(), i)
-            for key, p in todo.items()
-            for i in range(n)
-        ]
-        for key, _, matrix in runner.run(tasks):
+        for key, _, matrix in runner.run(group_tasks(todo, n)):
             sums[key] += matrix
             counts[key] += 1
             if counts[key] == n:

@@ -152,3 +152,48 @@ def test_softmax_shift_bound_gives_the_row_maximum_answer(monkeypatch, weights) 
     assert no_shift.size == 0
     np.testing.assert_allclose(q, q_max, rtol=0, atol=2e-6)
     assert np.array_equal(q.argmax(0), q_max.argmax(0))
+
+
+def test_add_term_shares_a_kernel_with_the_same_result() -> None:
+    # One lattice and normalisation serve many weights (deeplab tune-crf): the marginals are
+    # exactly those of a CRF that built its own kernels.
+    rng = np.random.default_rng(11)
+    n, labels = 700, 5
+    u = rng.normal(size=(labels, n)).astype(np.float32)
+    spatial = rng.uniform(0, 6, size=(n, 2))
+    colour = rng.uniform(0, 4, size=(n, 5))
+    first = DenseCRF(u)
+    t_spatial = first.add_kernel(spatial, compat=3.0, normalization="symmetric")
+    t_colour = first.add_kernel(colour, compat=5.0, normalization="symmetric")
+    first.inference(2)
+    for w1, w2 in ((7.0, 3.0), (2.0, 0.5)):
+        fresh = DenseCRF(u)
+        fresh.add_kernel(spatial, compat=w2, normalization="symmetric")
+        fresh.add_kernel(colour, compat=w1, normalization="symmetric")
+        first.clear_kernels()
+        assert first.terms == []
+        first.add_term(t_spatial, w2)
+        shared = first.add_term(t_colour, w1)
+        assert shared.lattice is t_colour.lattice and shared.compat == w1
+        np.testing.assert_array_equal(first.inference(4), fresh.inference(4))
+    # None keeps the term's own weight; a matrix works as in add_kernel.
+    first.clear_kernels()
+    assert first.add_term(t_colour).compat == 5.0
+    mu = 1.5 * (1 - np.eye(labels))
+    assert np.array_equal(first.add_term(t_colour, mu).compat, mu.astype(np.float32))
+
+
+def test_add_term_refuses_what_does_not_fit() -> None:
+    rng = np.random.default_rng(12)
+    crf = DenseCRF(rng.normal(size=(3, 50)).astype(np.float32))
+    other = DenseCRF(rng.normal(size=(3, 60)).astype(np.float32))
+    term = other.add_kernel(rng.normal(size=(60, 2)), compat=1.0)
+    with pytest.raises(ValueError, match="60 points"):
+        crf.add_term(term)
+    with pytest.raises(TypeError, match="PairwiseTerm"):
+        crf.add_term(PermutohedralLattice(rng.normal(size=(50, 2))))  # type: ignore[arg-type]
+    mine = crf.add_kernel(rng.normal(size=(50, 2)), compat=1.0)
+    with pytest.raises(ValueError, match="compat"):
+        crf.add_term(mine, np.ones((4, 4)))
+    with pytest.raises(ValueError, match="finite"):
+        crf.add_term(mine, float("nan"))

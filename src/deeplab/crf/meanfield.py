@@ -188,6 +188,40 @@ class DenseCRF:
                 f"features: expected {self.num_points} points (one per unary column), got "
                 f"{lattice.num_points}"
             )
+        c = self._check_compat(compat)
+        in_scale, out_scale = _normalisation_scales(lattice, normalization)
+        term = PairwiseTerm(lattice, c, normalization, in_scale, out_scale)
+        self.terms.append(term)
+        self._plan = None
+        return term
+
+    def add_term(self, term: PairwiseTerm, compat: Compat | None = None) -> PairwiseTerm:
+        """Add a kernel built by :meth:`add_kernel` of a CRF over the same points, with
+        ``compat`` in place of its own (None: the same).
+
+        Its lattice and normalisation are shared, not rebuilt: a parameter search runs many
+        weights over one lattice this way (``deeplab tune-crf``); the result is the same as
+        ``add_kernel(term.lattice, compat, term.normalization)``.
+        """
+        if not isinstance(term, PairwiseTerm):
+            raise TypeError(f"term: expected a PairwiseTerm, got {type(term).__name__}")
+        if term.lattice.num_points != self.num_points:
+            raise ValueError(
+                f"term: its lattice has {term.lattice.num_points} points, this CRF "
+                f"{self.num_points}"
+            )
+        c = self._check_compat(term.compat if compat is None else compat)
+        shared = PairwiseTerm(term.lattice, c, term.normalization, term.in_scale, term.out_scale)
+        self.terms.append(shared)
+        self._plan = None
+        return shared
+
+    def clear_kernels(self) -> None:
+        """Remove every kernel; the unary stays (one CRF then serves many parameter sets)."""
+        self.terms.clear()
+        self._plan = None
+
+    def _check_compat(self, compat: Compat) -> Compat:
         if isinstance(compat, np.ndarray) or np.ndim(compat) > 0:
             mat = as_float32_2d(compat, "compat")
             if mat.shape != (self.num_labels, self.num_labels):
@@ -203,11 +237,7 @@ class DenseCRF:
         if np.abs(c).max() > MAX_COMPAT:
             # Messages scale with the weight; past this they overflow float32 energies.
             raise ValueError(f"compat: weights must be within +-{MAX_COMPAT:g}")
-        in_scale, out_scale = _normalisation_scales(lattice, normalization)
-        term = PairwiseTerm(lattice, c, normalization, in_scale, out_scale)
-        self.terms.append(term)
-        self._plan = None
-        return term
+        return c
 
     def _build_plan(self) -> _Plan:
         # Potts terms of weight 0 contribute nothing: skip their filtering altogether.

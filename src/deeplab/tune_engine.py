@@ -1,0 +1,166 @@
+"""The evaluation engine of ``deeplab tune-crf``: many CRF parameter sets on one image,
+sharing the work they have in common (paper section 4.3; SPEC section 4).
+
+Scoring one parameter set on one image (:func:`deeplab.evaluate.score_image`) upsamples the
+stride-8 scores, builds the unary, the spatial lattice (N points, d = 2) and the bilateral
+lattice (d = 5) with their normalisations, then runs mean field. Only the last step depends
+on the weights w1, w2 and the iteration count, so here one task is one image and a group
+of parameter sets that share a bilateral lattice (the same theta_alpha, theta_beta and
+normalisation): the scores and unary are prepared once per task, each lattice is built once
+and every set of the group reuses it (:meth:`deeplab.crf.DenseCRF.add_term`). Each set's
+mean-field inference is the very computation ``dense_crf`` runs, so its confusion matrix is
+the one :func:`~deeplab.evaluate.score_image` gives (``tests/test_tune_engine.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from deeplab.crf import CRFParams, DenseCRF, PermutohedralLattice
+from deeplab.crf.dense import bilateral_features, check_memory, spatial_features
+from deeplab.crf.meanfield import PairwiseTerm
+from deeplab.crf.unary import unary_from_logits
+from deeplab.crf.validation import check_image, check_label_maps
+from deeplab.evaluate import score_image
+from deeplab.metrics import ConfusionMatrix
+from deeplab.predict import crf_labels, upsample_logits
+
+__all__ = ["Setting", "Task", "group_tasks", "score_each", "score_shared"]
+
+log = logging.getLogger(__name__)
+
+Setting = tuple[str, dict[str, Any] | None]
+"""(key, ``CRFParams.to_dict()``), or (key, None) for the network alone (no CRF)."""
+
+Task = tuple[int, tuple[Setting, ...]]
+"""(image index, the parameter sets to score on it)."""
+
+
+def _share_key(params: CRFParams | None) -> tuple[Any, ...]:
+    """Parameter sets with equal keys share their bilateral lattice and normalisation."""
+    if params is None:
+        return ("none",)
+    return (params.theta_alpha, params.theta_beta, params.normalization)
+
+
+def group_tasks(todo: Mapping[str, CRFParams | None], num_images: int) -> list[Task]:
+    """One task per (group of sets sharing a bilateral lattice, image), group-major: every
+    image of a group comes before the next group, so groups, and with them the search log's
+    lines, finish one after the other while the search runs."""
+    groups: dict[tuple[Any, ...], list[Setting]] = {}
+    for key, params in todo.items():
+        setting = (key, None if params is None else params.to_dict())
+        groups.setdefault(_share_key(params), []).append(setting)
+    return [(i, tuple(group)) for group in groups.values() for i in range(num_images)]
+
+
+def _confusion(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    return ConfusionMatrix(num_classes).update(pred, label).matrix
+
+
+def score_each(
+    image: np.ndarray,
+    label: np.ndarray,
+    logits: np.ndarray,
+    num_classes: int,
+    settings: Sequence[Setting],
+) -> list[tuple[str, np.ndarray]]:
+    """(key, (K, K) confusion counts) per setting, each scored on its own by
+    :func:`~deeplab.evaluate.score_image`: the reference that :func:`score_shared` matches
+    (and the engine before it; ``benchmarks/tune_crf.py --compare-engines`` times both)."""
+    out = []
+    for key, params in settings:
+        crf = None if params is None else CRFParams.from_dict(params)
+        scores = score_image(image, label, logits, num_classes, crf)
+        out.append((key, scores["plain" if crf is None else "crf"]))
+    return out
+
+
+class _SharedKernels:
+    """One image's unary CRF and the kernels built for it so far, keyed by what they depend
+    on; :meth:`crf_for` loads a parameter set's kernels into the CRF, building only those
+    not seen yet."""
+
+    def __init__(self, image: np.ndarray, full_scores: np.ndarray) -> None:
+        self.image = check_image(image)
+        h, w = self.image.shape[:2]
+        num_labels = full_scores.shape[0]
+        check_memory(h, w, num_labels)
+        unary = check_label_maps(unary_from_logits(full_scores), "unary", (h, w), finite=False)
+        self.crf = DenseCRF(unary.reshape(num_labels, h * w))
+        self.spatial: dict[tuple[float, str], PairwiseTerm] = {}
+        self.bilateral: dict[tuple[float, float, str], PairwiseTerm] = {}
+
+    def _add(
+        self,
+        cache: dict[Any, PairwiseTerm],
+        key: Any,
+        features: Callable[[], np.ndarray],
+        compat: float,
+        normalization: str,
+    ) -> None:
+        term = cache.get(key)
+        if term is None:
+            lattice = PermutohedralLattice(features())
+            cache[key] = self.crf.add_kernel(lattice, compat, normalization)
+        else:
+            self.crf.add_term(term, compat)
+
+    def crf_for(self, p: CRFParams) -> DenseCRF:
+        """The CRF with ``p``'s kernels, added as :func:`deeplab.crf.dense.add_image_kernels`
+        adds them: spatial first, kernels of weight 0 left out."""
+        h, w = self.image.shape[:2]
+        self.crf.clear_kernels()
+        norm = p.normalization
+        if p.w2 > 0:
+            self._add(
+                self.spatial,
+                (p.theta_gamma, norm),
+                lambda: spatial_features(h, w, p.theta_gamma),
+                p.w2,
+                norm,
+            )
+        if p.w1 > 0:
+            self._add(
+                self.bilateral,
+                (p.theta_alpha, p.theta_beta, norm),
+                lambda: bilateral_features(self.image, p.theta_alpha, p.theta_beta),
+                p.w1,
+                norm,
+            )
+        return self.crf
+
+
+def score_shared(
+    image: np.ndarray,
+    label: np.ndarray,
+    logits: np.ndarray,
+    num_classes: int,
+    settings: Sequence[Setting],
+) -> list[tuple[str, np.ndarray]]:
+    """As :func:`score_each`, computing what the settings share once.
+
+    image: (H, W, 3) uint8; label: (H, W) ground truth; logits: (L, h, w) stride-8 scores.
+    Returns (key, (K, K) int64 confusion counts, rows = ground truth) per setting, in order.
+    """
+    h, w = label.shape
+    full = upsample_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), (h, w))
+    scores = np.ascontiguousarray(full.numpy(), dtype=np.float32)
+    shared: _SharedKernels | None = None
+    out = []
+    for key, params in settings:
+        if params is None:
+            pred = crf_labels(image, scores, None)
+        else:
+            p = CRFParams.from_dict(params)
+            if shared is None:
+                shared = _SharedKernels(image, scores)
+            q = shared.crf_for(p).inference(p.iterations)
+            pred = np.asarray(q.argmax(0), dtype=np.uint8).reshape(h, w)
+        out.append((key, _confusion(pred, label, num_classes)))
+    return out
