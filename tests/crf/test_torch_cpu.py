@@ -164,7 +164,8 @@ def test_fused_inference_runs_only_without_gradients(monkeypatch, shared_data) -
     crf(images, logits.clone().requires_grad_())  # the filter path, differentiable
     with torch.no_grad():
         log_q = crf(images, logits, log=True)
-        tb.dense_crf_from_logits(images[0].permute(1, 2, 0), logits[0], FAST, callback=lambda it, q: None)
+        image = images[0].permute(1, 2, 0)
+        tb.dense_crf_from_logits(image, logits[0], FAST, callback=lambda it, q: None)
     assert len(calls) == 1
     torch.testing.assert_close(log_q.exp(), q, atol=2e-6, rtol=1e-5)
 
