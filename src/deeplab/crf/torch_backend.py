@@ -20,6 +20,10 @@ Three entry points:
 Gradients: the lattice filter is a custom autograd function whose backward is the adjoint
 filter (blur axes reversed), so a backward pass costs about what the forward pass does
 and stores, per iteration, only the marginals and messages autograd needs anyway.
+
+CPU float32 tensors take the compiled path (:mod:`deeplab.crf.torch_cpu`): the numba
+kernels build and filter the same lattices, differentiably; without gradients, each image
+runs the numba backend's fused mean field. Other devices and float64 run the torch lattice.
 """
 
 from __future__ import annotations
