@@ -4,11 +4,17 @@
     python benchmarks/crf_torch.py --no-cuda     # CPU only
     python benchmarks/crf_torch.py --train       # also forward + backward (learnable CRF)
     python benchmarks/crf_torch.py --threads 1   # one CPU thread (steadier on a busy machine)
+    python benchmarks/crf_torch.py --generic-cpu # CPU tensors through the torch lattice
+
+On the CPU, float32 tensors take the backend's compiled path (numba lattice kernels; in
+inference the numba backend's fused mean field per image); ``--generic-cpu`` measures the
+generic torch lattice instead, the path CUDA runs.
 
 500x375 images, 21 labels, preset deeplab-largefov (10 mean-field iterations, normalise
 after), batches of 1, 4 and 16 through ``deeplab.crf.torch_backend.DenseCRF`` in inference
-mode; the numba CPU backend, one image at a time, for reference. Prints Markdown tables of
-measured figures; nothing is asserted. "CPU ms" is the process's CPU time (all threads,
+mode; the numba CPU backend, one image at a time, for reference, and the ratio of torch's
+CPU ms per image (batch 1) to it. Prints Markdown tables of measured figures; nothing is
+asserted. "CPU ms" is the process's CPU time (all threads,
 spinning included): on a busy machine it stays near the work done while wall time grows.
 
 Memory per image: on the CPU the peak resident memory of a fresh child process during one
@@ -136,8 +142,11 @@ def _child_cpu_memory(batch: int, train: bool) -> None:
 def cpu_memory_per_image(batch: int, train: bool) -> float:
     import torch
 
+    from deeplab.crf import torch_backend
+
     threads = str(torch.get_num_threads())
-    cmd = [sys.executable, __file__, "--child", str(batch), str(int(train)), threads]
+    generic = str(int(not torch_backend._COMPILED_CPU))
+    cmd = [sys.executable, __file__, "--child", str(batch), str(int(train)), threads, generic]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"] / batch
 
@@ -155,13 +164,8 @@ def cuda_memory_per_image(fn, batch: int) -> float:
 
 # -- reports --------------------------------------------------------------------------------
 def numba_reference(repeats: int) -> float:
-    """Seconds of the numba backend on one image, with as many threads as torch uses."""
-    import numba
-    import torch
-
+    """Seconds of the numba backend on one image (as many threads as torch uses)."""
     from deeplab.crf import CRFParams, dense_crf_from_logits
-
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
     image, logits = make_image(0), make_logits(0)
     params = CRFParams.preset(PRESET)
@@ -169,7 +173,16 @@ def numba_reference(repeats: int) -> float:
     return statistics.median(wall)
 
 
-def report(device: str, train: bool, repeats: int) -> None:
+def match_numba_threads() -> None:
+    """The compiled kernels (numba backend, torch's CPU path) get torch's thread count."""
+    import numba
+    import torch
+
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def report(device: str, train: bool, repeats: int) -> float:
+    """Print one table; return batch 1's wall seconds per image."""
     import torch
 
     what = (
@@ -177,18 +190,21 @@ def report(device: str, train: bool, repeats: int) -> None:
         if train
         else "inference (no_grad, 10 iterations)"
     )
-    threads = f"CPU, {torch.get_num_threads()} threads"
+    threads = f"CPU, {torch.get_num_threads()} threads (torch and numba)"
     name = torch.cuda.get_device_name() if device == "cuda" else threads
     print(f"### {name}: {what}")
     print()
     print("| batch | ms per image | ms per batch | CPU ms per image | memory per image (MiB) |")
     print("|---|---|---|---|---|")
     crf = make_crf(device, learn=train)
+    per_image = {}
     for batch in BATCHES:
         t, cpu, mem = measure(crf, batch, device, repeats, train)
+        per_image[batch] = t / batch
         cpu_ms = "-" if device == "cuda" else f"{cpu * 1e3 / batch:.0f}"
         print(f"| {batch} | {t * 1e3 / batch:.0f} | {t * 1e3:.0f} | {cpu_ms} | {mem:.0f} |")
     print()
+    return per_image[1]
 
 
 def measure(crf, batch: int, device: str, repeats: int, train: bool) -> tuple[float, float, float]:
@@ -215,16 +231,27 @@ def main() -> None:
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even if present")
     parser.add_argument("--train", action="store_true", help="also time forward + backward")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--generic-cpu",
+        action="store_true",
+        help="CPU tensors through the generic torch lattice (as CUDA), not the numba kernels",
+    )
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
+    from deeplab.crf import torch_backend
+
     if args.child:
         torch.set_num_threads(int(args.child[2]))
+        torch_backend._COMPILED_CPU = not bool(int(args.child[3]))
+        match_numba_threads()
         _child_cpu_memory(int(args.child[0]), bool(int(args.child[1])))
         return
+    torch_backend._COMPILED_CPU = not args.generic_cpu
     if args.threads:
         torch.set_num_threads(args.threads)
+    match_numba_threads()
 
     print(
         f"torch {torch.__version__}; {WIDTH}x{HEIGHT}, {LABELS} labels, preset {PRESET} "
@@ -237,14 +264,23 @@ def main() -> None:
     devices = ["cpu"]
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append("cuda")
+    path = "generic torch lattice" if args.generic_cpu else "compiled kernels"
+    print(f"CPU tensors: {path}")
+    print()
+    cpu_ms = {}
     for device in devices:
-        report(device, False, args.repeats)
+        cpu_ms[device, False] = report(device, False, args.repeats)
         if args.train:
-            report(device, True, args.repeats)
+            cpu_ms[device, True] = report(device, True, args.repeats)
     t = numba_reference(max(1, args.repeats // 2))
     print(
         f"numba CPU backend (deeplab.crf.dense_crf_from_logits), one image, "
         f"{torch.get_num_threads()} threads: {t * 1e3:.0f} ms"
+    )
+    ratio = cpu_ms["cpu", False] / t
+    print(
+        f"torch on the CPU, batch 1, inference: {cpu_ms['cpu', False] * 1e3:.0f} ms per image, "
+        f"{ratio:.2f}x the numba backend"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end {load}")

@@ -20,6 +20,10 @@ Three entry points:
 Gradients: the lattice filter is a custom autograd function whose backward is the adjoint
 filter (blur axes reversed), so a backward pass costs about what the forward pass does
 and stores, per iteration, only the marginals and messages autograd needs anyway.
+
+CPU float32 tensors take the compiled path (:mod:`deeplab.crf.torch_cpu`): the numba
+kernels build and filter the same lattices, differentiably; without gradients, each image
+runs the numba backend's fused mean field. Other devices and float64 run the torch lattice.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 
 from deeplab.crf.params import NORMALIZATIONS, CRFParams
+from deeplab.crf.torch_cpu import (
+    CompiledLattice,
+    build_compiled_lattice,
+    compiled_mean_field,
+    compiled_softmax,
+    pad_labels,
+)
 from deeplab.crf.torch_lattice import TorchLattice, build_lattice, lattice_filter
 from deeplab.crf.unary import PROB_FLOOR
 
@@ -52,6 +63,19 @@ __all__ = [
 
 Weight = float | torch.Tensor
 Callback = Callable[[int, torch.Tensor], None]
+Lattice = TorchLattice | CompiledLattice
+
+# CPU float32 tensors go through the compiled kernels (deeplab.crf.torch_cpu); False sends
+# them through the generic torch lattice, as every other device and dtype (tests compare).
+_COMPILED_CPU = True
+# Largest kernel weight (times compatibility) the compiled inference accepts, as the numba
+# backend (deeplab.crf.meanfield.MAX_COMPAT); larger ones take the generic path.
+_MAX_COMPILED_WEIGHT = 1e6
+
+
+def _compiled(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether maps of this device and dtype are filtered by the compiled CPU kernels."""
+    return _COMPILED_CPU and device.type == "cpu" and dtype == torch.float32
 
 
 # -- input checks ------------------------------------------------------------------------
@@ -158,7 +182,7 @@ class KernelTerm:
     """One Gaussian kernel over a batch's P = B H W points: its lattice and the per-point
     normalisation factors (P, 1) applied before / after filtering (None: not used)."""
 
-    lattice: TorchLattice
+    lattice: Lattice
     in_scale: torch.Tensor | None
     out_scale: torch.Tensor | None
 
@@ -187,7 +211,7 @@ class ImageKernels:
 
 
 def _normalisation(
-    lattice: TorchLattice, normalization: str, dtype: torch.dtype
+    lattice: Lattice, normalization: str, dtype: torch.dtype
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -229,39 +253,37 @@ def build_image_kernels(
     """Lattices and normalisations of DeepLab's kernels for (B, 3, H, W) RGB 0..255 images.
 
     Features are exactly the CPU backend's (``dense.bilateral_features``); each image gets
-    its own lattice (disjoint blocks of one), the spatial one shared by copying.
+    its own lattice (disjoint blocks of one), the spatial one shared by copying. float32 on
+    the CPU: lattices of the compiled kernels (:mod:`deeplab.crf.torch_cpu`).
     """
     b, _, h, w = images.shape
     dev = images.device
+    build = build_compiled_lattice if _compiled(dev, dtype) else build_lattice
     spatial_term = bilateral_term = None
     with torch.no_grad():
         if spatial:
-            lat = build_lattice(_positions(h, w, theta_gamma, dev))
+            lat = build(_positions(h, w, theta_gamma, dev))
             scales = _normalisation(lat, normalization, dtype)
             if b > 1:
                 lat = lat.repeat(b)
                 scales = tuple(None if s is None else s.repeat(b, 1) for s in scales)
             spatial_term = KernelTerm(lat, *scales)
         if bilateral:
-            bilateral_term = _bilateral_term(images, theta_alpha, theta_beta, normalization, dtype)
+            lat = build(_bilateral_features(images, theta_alpha, theta_beta))
+            bilateral_term = KernelTerm(lat, *_normalisation(lat, normalization, dtype))
     return ImageKernels(spatial_term, bilateral_term, b, h, w)
 
 
-def _bilateral_term(
-    images: torch.Tensor,
-    theta_alpha: float,
-    theta_beta: float,
-    normalization: str,
-    dtype: torch.dtype,
-) -> KernelTerm:
-    """The bilateral kernel's lattice over (x, y) / theta_alpha, (r, g, b) / theta_beta."""
+def _bilateral_features(
+    images: torch.Tensor, theta_alpha: float, theta_beta: float
+) -> torch.Tensor:
+    """(B, H W, 5) float32 (x, y) / theta_alpha, (r, g, b) / theta_beta of (B, 3, H, W)."""
     b, _, h, w = images.shape
     dev = images.device
     pos = _positions(h, w, theta_alpha, dev)
     tb = torch.tensor(theta_beta, dtype=torch.float32, device=dev)
     col = images.permute(0, 2, 3, 1).reshape(b, h * w, 3).to(torch.float32) / tb
-    lat = build_lattice(torch.cat([pos[None].expand(b, -1, -1), col], 2))
-    return KernelTerm(lat, *_normalisation(lat, normalization, dtype))
+    return torch.cat([pos[None].expand(b, -1, -1), col], 2)
 
 
 # -- mean field ---------------------------------------------------------------------------
@@ -362,6 +384,19 @@ def _solve(
     n_iter = _count(iterations)
     mu = _check_compat(compat, n_lab, neg_unary)
     theta_alpha, theta_beta, theta_gamma = thetas
+    use_w1, use_w2 = _kernel_used(w1, "w1"), _kernel_used(w2, "w2")
+    if _fused_inference_applies(neg_unary, w1, w2, mu, log_marginals, callback):
+        with torch.no_grad():
+            return compiled_mean_field(
+                neg_unary,
+                _positions(h, w, theta_gamma, images.device) if use_w2 else None,
+                _bilateral_features(images, theta_alpha, theta_beta) if use_w1 else None,
+                float(w1),
+                float(w2),
+                mu,
+                n_iter,
+                normalization,
+            )
     kernels = build_image_kernels(
         images,
         theta_alpha=theta_alpha,
@@ -369,20 +404,46 @@ def _solve(
         theta_gamma=theta_gamma,
         normalization=normalization,
         dtype=neg_unary.dtype,
-        spatial=_kernel_used(w2, "w2"),
-        bilateral=_kernel_used(w1, "w1"),
+        spatial=use_w2,
+        bilateral=use_w1,
     )
+    points, softmax = _to_points(neg_unary), _softmax
+    if _compiled(neg_unary.device, neg_unary.dtype):
+        # Padded labels (energy -1e30, probability 0) let the kernels run whole vectors.
+        points, mu = pad_labels(points, mu)
+        softmax = compiled_softmax
     energy = _run_mean_field(
-        _to_points(neg_unary),
+        points,
         kernels,
         _weight(w1, neg_unary),
         _weight(w2, neg_unary),
         mu,
         n_iter,
         callback,
-    )
+        softmax,
+        n_lab,
+    )[:, :n_lab]
     out = F.log_softmax(energy, 1) if log_marginals else F.softmax(energy, 1)
     return _from_points(out, b, h, w).contiguous()
+
+
+def _fused_inference_applies(
+    neg_unary: torch.Tensor,
+    w1: Weight,
+    w2: Weight,
+    mu: torch.Tensor | None,
+    log_marginals: bool,
+    callback: Callback | None,
+) -> bool:
+    """Whether the numba backend's fused inference can run this mean field: compiled CPU
+    path, no gradient wanted, marginals (not their log) and no per-iteration callback."""
+    if not _compiled(neg_unary.device, neg_unary.dtype) or log_marginals or callback is not None:
+        return False
+    tensors = [t for t in (neg_unary, w1, w2, mu) if isinstance(t, torch.Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    scale = 1.0 if mu is None else float(mu.abs().max())
+    return max(abs(float(w1)), abs(float(w2))) * scale <= _MAX_COMPILED_WEIGHT
 
 
 def _run_mean_field(
@@ -393,8 +454,12 @@ def _run_mean_field(
     compat: torch.Tensor | None,
     iterations: int,
     callback: Callback | None,
+    softmax: Callable[[torch.Tensor], torch.Tensor],
+    num_labels: int,
 ) -> torch.Tensor:
-    """Final energies (P, L) after ``iterations`` updates from ``softmax(-U)``."""
+    """Final energies (P, W) after ``iterations`` updates from ``softmax(-U)``: the first
+    ``num_labels`` columns are the labels', any others padding (energy -1e30), which the
+    callback does not see."""
     terms = [
         (term, term.coefficient(w, neg_unary))
         for term, w in ((kernels.spatial, w2), (kernels.bilateral, w1))
@@ -402,11 +467,15 @@ def _run_mean_field(
     ]
     energy = neg_unary
     for it in range(iterations):
-        energy = _energy_step(neg_unary, F.softmax(energy, 1), terms, compat)
+        energy = _energy_step(neg_unary, softmax(energy), terms, compat)
         if callback is not None:
-            q = F.softmax(energy.detach(), 1)
+            q = F.softmax(energy.detach()[:, :num_labels], 1)
             callback(it, _from_points(q, kernels.batch, kernels.height, kernels.width))
     return energy
+
+
+def _softmax(energy: torch.Tensor) -> torch.Tensor:
+    return F.softmax(energy, 1)
 
 
 def _kernel_used(w: Weight, name: str) -> bool:
