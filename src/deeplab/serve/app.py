@@ -8,6 +8,7 @@ import logging
 from importlib import resources
 from typing import Any
 
+from deeplab.data.image_io import READ_FORMATS
 from deeplab.serve.jobs import DEFAULT_TIME_LIMIT, JobQueue, default_queue_size
 from deeplab.serve.service import (
     DEFAULT_MAX_UPLOAD,
@@ -56,7 +57,7 @@ def weights_note(service: SegmentService) -> str:
         knows = "These weights are untrained (random): their labels mean nothing."
     return (
         f"{knows} For photographs, convert the authors' Caffe model with `deeplab convert` "
-        "and restart with --weights (README, \"Weights\")."
+        'and restart with --weights (README, "Weights").'
     )
 
 
@@ -118,6 +119,7 @@ def create_app(
             "sliders": slider_ranges(service.default_crf),
             "max_upload_bytes": max_upload_bytes,
             "max_pixels": service.max_pixels,
+            "formats": list(READ_FORMATS),
             "crf_max_pixels": service.crf_max_pixels,
             "queue_size": jobs.capacity,
             "time_limit_s": jobs.time_limit,

@@ -10,7 +10,7 @@ const REFUSALS = {
   404: "The server no longer has this image (it keeps only the latest ones): upload it again",
   408: "The upload took too long",
   413: "The image is too large",
-  415: "This is not an image the server can read",
+  415: "Upload refused",
   422: "These CRF parameters cannot be used",
   503: "The server cannot take this now",
   504: "The server took too long",
@@ -165,7 +165,7 @@ async function start() {
   const info = await api("/api/info");
   window.deeplabInfo = info;
   $("network").textContent = `Network: ${info.network}`;
-  $("limits").textContent = ` (PNG, JPEG, BMP, TIFF, GIF or WEBP; at most `
+  $("limits").textContent = ` (${info.formats.join(", ")}; at most `
     + `${(info.max_upload_bytes / 2 ** 20).toFixed(0)} MiB and `
     + `${(info.max_pixels / 1e6).toFixed(1)} megapixels)`;
   if (info.weights_kind !== "real") {
