@@ -8,11 +8,12 @@ Starts `deeplab serve` (default settings and the shipped model unless options fo
 `--`) on 127.0.0.1 and, for each photo size and number of clients, lets every client
 upload ``--requests`` JPEGs one after the other (each new upload waits for the previous
 answer) while a monitor asks for ``/api/info`` every 50 ms. Prints per level: uploads
-served (200), refused (503), failed (anything else: other statuses, resets, timeouts),
-latency p50/p95 of the served ones, ``/api/info`` p95 during the level and the server's
-peak resident memory (sampled every 20 ms; the last column is the kernel's high-water
-mark since the server started). Nothing is asserted. Bounded: at most ``--level-seconds``
-per level (no new upload starts after it) and ``--timeout`` per request.
+served (200), refused (503; p95 of the time to the refusal), failed (anything else:
+other statuses, resets, timeouts), latency p50/p95 of the served ones, ``/api/info`` p95
+during the level and the server's peak resident memory (sampled every 20 ms; the last
+column is the kernel's high-water mark since the server started). Nothing is asserted.
+Bounded: at most ``--level-seconds`` per level (no new upload starts after it) and
+``--timeout`` per request.
 
 The photo is the VOC image the CRF benchmarks use, resized, when the shared data is
 there (upscaled, so smoother than a camera's photo of that size), else a synthetic scene
@@ -81,7 +82,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
 @dataclass
 class Level:
     served: list[float] = field(default_factory=list)
-    refused: int = 0
+    refused: list[float] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     info: list[float] = field(default_factory=list)
     peak_kib: int = 0
@@ -106,9 +107,7 @@ def upload(port: int, body: bytes, timeout: float) -> tuple[str, float]:
     return ("refused" if status == 503 else f"HTTP {status}"), seconds
 
 
-def run_level(
-    port: int, pid: int, body: bytes, clients: int, args: argparse.Namespace
-) -> Level:
+def run_level(port: int, pid: int, body: bytes, clients: int, args: argparse.Namespace) -> Level:
     level = Level()
     stop_at = time.monotonic() + args.level_seconds
     done = threading.Event()
@@ -122,7 +121,7 @@ def run_level(
                 if outcome == "ok":
                     level.served.append(seconds)
                 elif outcome == "refused":
-                    level.refused += 1
+                    level.refused.append(seconds)
                 else:
                     level.failures[outcome] += 1
 
@@ -202,7 +201,7 @@ def main() -> None:
             f"RSS after start {rss_kib(server.pid)[0] / 1024:.0f} MiB"
         )
         print(
-            "\n| photo | clients | served | refused (503) | failed | latency p50 / p95 (s) "
+            "\n| photo | clients | served | refused (503), p95 | failed | latency p50 / p95 (s) "
             "| /api/info p95 (ms) | peak RSS (MiB) | high-water (MiB) |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
@@ -211,10 +210,13 @@ def main() -> None:
             for clients in args.clients:
                 level = run_level(port, server.pid, body, clients, args)
                 failed = sum(level.failures.values())
+                refused = f"{len(level.refused)}"
+                if level.refused:
+                    refused += f", {percentile(level.refused, 95) * 1000:.0f} ms"
                 why = f" ({dict(level.failures)})" if failed else ""
                 print(
                     f"| {megapixels:g} MP ({len(body) / 2**20:.1f} MiB) | {clients} | "
-                    f"{len(level.served)} | {level.refused} | {failed}{why} | "
+                    f"{len(level.served)} | {refused} | {failed}{why} | "
                     f"{percentile(level.served, 50):.1f} / {percentile(level.served, 95):.1f} | "
                     f"{percentile(level.info, 95) * 1000:.0f} | {level.peak_kib / 1024:.0f} | "
                     f"{rss_kib(server.pid)[1] / 1024:.0f} |",

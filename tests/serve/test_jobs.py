@@ -28,6 +28,16 @@ def test_refuses_beyond_capacity_with_retry_after() -> None:
     assert jobs.state()["admitted"] == 0
 
 
+def test_refuses_a_job_that_would_only_wait_out_its_time_limit() -> None:
+    jobs = JobQueue(8, time_limit=10)
+    jobs._seconds = 6.0  # the recent pace: 6 s a job
+    first = jobs.admit()  # runs at once
+    with pytest.raises(ServiceError) as info:
+        jobs.admit()  # would answer after about 12 s
+    assert info.value.status == 503 and int(info.value.headers["Retry-After"]) >= 6
+    first.release()
+
+
 def test_a_cancelled_job_sets_its_flag_and_frees_the_worker_when_it_stops() -> None:
     async def scenario() -> None:
         jobs = JobQueue(4, workers=1)

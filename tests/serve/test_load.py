@@ -145,13 +145,17 @@ def test_the_queue_refuses_beyond_its_size_before_reading_the_body(
         assert status == 503 and "busy" in body["detail"]
         assert int(headers["retry-after"]) >= 1
         refused.close()
+        # One that sends its whole body still reads its 503 (no reset on the way).
+        refused = _raw_post(port, "/api/images", scene + b"\0" * 300_000)
+        assert _reply(refused)[0] == 503
+        refused.close()
         gate.open.set()
         for sock in (running, waiting):
             status, _, body = _reply(sock)
             sock.close()
             assert status == 200 and body["crf"].startswith("data:image/png")
         state = app.state.jobs.state()
-        assert (state["served"], state["refused"], state["admitted"]) == (2, 1, 0)
+        assert (state["served"], state["refused"], state["admitted"]) == (2, 2, 0)
 
 
 def test_a_client_that_leaves_frees_its_place_and_its_work_is_dropped(

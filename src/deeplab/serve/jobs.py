@@ -1,7 +1,8 @@
 """Admission control for the demo's network and CRF jobs.
 
-A :class:`JobQueue` admits at most ``capacity`` jobs (running or waiting for a worker);
-one more is refused at once with 503 and ``Retry-After``, before its body is read, so the
+A :class:`JobQueue` admits at most ``capacity`` jobs (running or waiting for a worker),
+and none that would wait out its time limit at the recent pace of jobs; the others are
+refused at once with 503 and ``Retry-After``, before their body is read, so the
 memory in use is bounded by the queue and not by the number of clients: a waiting job
 holds its upload's bytes only, the decoding and everything after it happens in one of
 ``workers`` threads. The queue's methods run on the event loop; the work runs in daemon
@@ -103,9 +104,11 @@ class JobQueue:
             raise ServiceError(
                 503, "the server is shutting down; try again in a moment", self._retry(5)
             )
-        if self._admitted >= self.capacity:
+        wait = self._seconds * (self._admitted / self.workers)
+        # Also refused: a job that would only wait out its time limit (at the recent pace).
+        hopeless = self._admitted >= self.workers and wait + self._seconds > self.time_limit
+        if self._admitted >= self.capacity or hopeless:
             self.counts["refused"] += 1
-            wait = self._seconds * (self._admitted / self.workers)
             raise ServiceError(
                 503,
                 f"the server is busy: {self._admitted} images are being processed or waiting "
