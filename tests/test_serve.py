@@ -225,6 +225,8 @@ def test_refuses_non_images_and_bad_parameters(server: Server, scene_png: bytes)
         assert status == status_want, (params, body)
     status, body = _request(f"{server.url}/api/images/nonexistent/crf", b"{}")
     assert status == 404
+    status, body = _request(crf_url, b"{" + b" " * 100_000 + b"}")
+    assert status == 413 and "too large" in body["detail"]
 
 
 def test_decode_image_limits() -> None:

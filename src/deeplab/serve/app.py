@@ -243,9 +243,13 @@ def create_app(
 
     @app.post("/api/images/{image_id}/crf")
     async def crf(image_id: str, request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > CRF_BODY_LIMIT:
-            raise ServiceError(413, "CRF parameters: the request is too large")
+        # Counted as it arrives: a large body is refused without being held in memory.
+        received = bytearray()
+        async for chunk in request.stream():
+            received += chunk
+            if len(received) > CRF_BODY_LIMIT:
+                raise ServiceError(413, "CRF parameters: the request is too large")
+        raw = bytes(received)
         try:
             body = json.loads(raw or b"{}")
         except (ValueError, RecursionError):  # also bytes that are not UTF-8, deep nesting
