@@ -1,7 +1,7 @@
 "use strict";
 // The demo page: upload, show the label maps over the image, re-run the CRF from sliders.
 const $ = (id) => document.getElementById(id);
-let imageId = null, pending = null, inflight = false, queued = false;
+let imageId = null, pending = null, inflight = false, queued = false, uploads = 0;
 const values = {};
 
 // What the user reads for each refusal; the server's detail follows.
@@ -120,12 +120,14 @@ async function rerunCrf() {
   if (inflight) { queued = true; return; }
   inflight = true;
   setStatus("running the CRF...");
+  const id = imageId;
   try {
-    showCrf(await api(`/api/images/${imageId}/crf`, {
+    const result = await api(`/api/images/${id}/crf`, {
       method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify(values)}));
+      body: JSON.stringify(values)});
+    if (id === imageId) showCrf(result);  // not for an image replaced meanwhile
   } catch (e) {
-    showError(e);
+    if (id === imageId) showError(e);
   } finally {
     inflight = false;
     if (queued) { queued = false; rerunCrf(); }
@@ -134,6 +136,7 @@ async function rerunCrf() {
 
 async function upload(file) {
   const info = window.deeplabInfo;
+  const mine = ++uploads;  // a later upload wins over this one
   clearResults();
   if (file.size > info.max_upload_bytes) {
     showError(new Refusal(`${REFUSALS[413]}: ${file.name} is `
@@ -146,6 +149,7 @@ async function upload(file) {
   form.append("file", file);
   try {
     const result = await api("/api/images", {method: "POST", body: form});
+    if (mine !== uploads) return;
     imageId = result.id;
     for (const id of ["img-input", "base-dcnn", "base-crf"]) $(id).src = result.image;
     $("img-dcnn").src = result.dcnn;
@@ -156,6 +160,7 @@ async function upload(file) {
     // Sliders moved before this upload: show their CRF rather than the defaults'.
     if (Object.keys(values).some((k) => values[k] !== result.params[k])) rerunCrf();
   } catch (e) {
+    if (mine !== uploads) return;
     clearResults();
     showError(e);
   }
