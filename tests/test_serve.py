@@ -225,6 +225,8 @@ def test_refuses_non_images_and_bad_parameters(server: Server, scene_png: bytes)
         assert status == status_want, (params, body)
     status, body = _request(f"{server.url}/api/images/nonexistent/crf", b"{}")
     assert status == 404
+    status, body = _request(crf_url, b"{" + b" " * 100_000 + b"}")
+    assert status == 413 and "too large" in body["detail"]
 
 
 def test_decode_image_limits() -> None:
@@ -293,6 +295,20 @@ def test_page_in_headless_chromium(
         assert "Network: deeplab-largefov-tiny" in driver.find_element(By.ID, "network").text
         warning = driver.find_element(By.ID, "warning")  # synthetic weights: say so
         assert warning.is_displayed() and "deeplab convert" in warning.text
+        assert len(warning.text) < 400  # a note, not a wall of commands
+        # Before any upload: an empty state that says what to do, no image elements shown.
+        empty = driver.find_element(By.ID, "empty")
+        assert empty.is_displayed() and "Choose a photo" in empty.text
+        assert not driver.find_element(By.ID, "results").is_displayed()
+        _check_page(driver, tmp_path / "empty.png")
+        info = json.loads(urllib.request.urlopen(server.url + "/api/info", timeout=30).read())
+        for name, value in info["defaults"].items():
+            if name == "normalization":
+                continue
+            slider = driver.find_element(By.ID, f"slider-{name}")
+            low, high = float(slider.get_attribute("min")), float(slider.get_attribute("max"))
+            assert low <= value <= high and float(slider.get_attribute("value")) == value, name
+        _check_legend(driver, info)
         driver.find_element(By.ID, "file").send_keys(str(scene))
 
         def src(name: str) -> str:
@@ -315,5 +331,62 @@ def test_page_in_headless_chromium(
         assert after["network_runs"] == before["network_runs"] + 1
         assert after["crf_runs"] >= before["crf_runs"] + 2
         assert "error" not in driver.find_element(By.ID, "status").text
+        _check_page(driver, tmp_path / "results.png")
+        _check_legend(driver, info)
+        # Labels are drawn over the image: at any opacity above 0 even an all-background
+        # result differs from the input; at 0 the image shows through unchanged.
+        base, labelled = (
+            _pixels(driver.find_element(By.ID, name).find_element(By.XPATH, ".."))
+            for name in ("base-dcnn", "img-dcnn")
+        )
+        image_panel = _pixels(driver.find_element(By.ID, "img-input").find_element(By.XPATH, ".."))
+        assert base.shape == image_panel.shape
+        assert np.abs(labelled.astype(int) - image_panel.astype(int)).mean() > 10
+        driver.find_element(By.ID, "opacity").send_keys(Keys.HOME)
+        wait.until(lambda d: d.find_element(By.ID, "opacity-value").text == "0.00")
+        shown = _pixels(driver.find_element(By.ID, "img-dcnn").find_element(By.XPATH, ".."))
+        assert np.abs(shown.astype(int) - image_panel.astype(int)).mean() < 2
+        # A rejected upload: the previous results go, the error is in words.
+        bad = tmp_path / "notes.png"
+        bad.write_bytes(b"these are notes, not a picture")
+        driver.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda d: "Error" in d.find_element(By.ID, "status").text)
+        status = driver.find_element(By.ID, "status").text
+        assert "not a readable image" in status, status
+        assert not re.search(r"[A-Za-z]+(Error|Exception)\b|Traceback|\b[1-5]\d\d:", status), status
+        assert not driver.find_element(By.ID, "results").is_displayed()
+        assert driver.find_element(By.ID, "empty").is_displayed()
+        assert not src("img-dcnn") and not src("img-crf") and not src("img-input")
+        _check_page(driver, tmp_path / "rejected.png")
     finally:
         driver.quit()
+
+
+def _pixels(element: Any) -> np.ndarray:
+    """An element's screenshot as (H, W, 3) uint8."""
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"))
+
+
+def _check_page(driver: Any, path: Path) -> None:
+    """A screenshot, kept for a person to look at, and no broken image on it: every image
+    the page shows has loaded."""
+    driver.save_screenshot(str(path))
+    assert Image.open(path).size[0] > 0
+    broken = driver.execute_script(
+        "return Array.from(document.images).filter((i) => i.getClientRects().length > 0"
+        " && !(i.complete && i.naturalWidth > 0)).map((i) => i.id);"
+    )
+    assert broken == [], f"broken images shown: {broken}"
+
+
+def _check_legend(driver: Any, info: dict[str, Any]) -> None:
+    """The legend is on screen with every class's name and colour."""
+    from selenium.webdriver.common.by import By
+
+    legend = driver.find_element(By.ID, "legend")
+    assert legend.is_displayed()
+    pixels = _pixels(legend).reshape(-1, 3).astype(int)
+    for name, colour in zip(info["classes"], info["palette"], strict=False):
+        assert name in legend.text
+        distance = np.abs(pixels - np.array(colour)).max(axis=1)
+        assert (distance <= 3).sum() >= 25, f"the legend shows no {name} swatch {colour}"

@@ -4,6 +4,7 @@
 
     deeplab serve                     # http://127.0.0.1:8000, the shipped synthetic model
     deeplab serve --model deeplab-largefov --weights deeplab-largefov-voc12 --port 8080
+    deeplab serve --queue 4 --timeout 60    # admit 4 jobs at once (503 beyond), 60 s each
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (MiB)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="image size limit")
     p.add_argument("--cache", type=int, default=8, help="images whose scores are kept")
+    p.add_argument(
+        "--crf-max-pixels",
+        type=int,
+        default=1_500_000,
+        help="larger images get their CRF on a scaled-down copy (bounds its memory, about "
+        "0.4 GB per megapixel; default 1500000)",
+    )
+    p.add_argument(
+        "--queue",
+        type=int,
+        default=None,
+        metavar="N",
+        help="uploads and CRF runs admitted at once (one runs, the rest wait); more are "
+        "refused with 503 and Retry-After. Default: one per CPU core, 2 to 16",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds a request may take, waiting included (504 beyond; default 120)",
+    )
     add_threads_option(p)
     p.set_defaults(func=run)
     return p
@@ -73,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be > 0")
+    if args.queue is not None and args.queue < 1:
+        raise ValueError("--queue must be >= 1")
+    if not args.timeout > 0:
+        raise ValueError("--timeout must be > 0 seconds")
     if str(args.crf).lower() == "none":
         raise ValueError("--crf none: the web demo always shows the CRF; pick a preset")
     apply_threads(args)
@@ -86,9 +113,15 @@ def run(args: argparse.Namespace) -> int:
         device=pick_device(args.device),
         cache_size=args.cache,
         max_pixels=args.max_pixels,
+        crf_max_pixels=args.crf_max_pixels,
     )
     try:
-        app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20))
+        app = create_app(
+            service,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            queue_size=args.queue,
+            time_limit=args.timeout,
+        )
     except ImportError as exc:
         print(f"deeplab serve: {exc}; pip install 'deeplab[app]'", file=sys.stderr)
         return 1
@@ -98,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
             "can use the demo (there is no authentication)",
             file=sys.stderr,
         )
-    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    print(
+        f"serving on http://{args.host}:{args.port}/ (Ctrl-C or SIGTERM stops; "
+        f"{app.state.jobs.capacity} jobs admitted at once)",
+        file=sys.stderr,
+    )
     serve(app, args.host, args.port)
     return 0
