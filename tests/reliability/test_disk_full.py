@@ -19,6 +19,9 @@ import torch
 
 from conftest import DiskFull
 from deeplab.cli import main
+from deeplab.crf import CRFParams
+from deeplab.data import SyntheticScenes
+from deeplab.data.image_io import save_png
 from deeplab.io_utils import DiskFullError, append_synced, atomic_write_bytes, atomic_write_text
 from deeplab.models import load_model
 from deeplab.train import read_log, resolve_recipe, train
@@ -118,3 +121,130 @@ def test_train_stops_with_the_file_and_sizes_then_resumes_to_the_same_weights(
     assert [k for k in want if not torch.equal(got[k], want[k])] == []
     assert [r["iteration"] for r in read_log(run / "log.jsonl")] == list(range(1, 7))
     assert _temporary_files(tmp_path) == []
+
+
+EVAL_DATA = ["--synthetic-count", "5", "--synthetic-size", "48", "48", "--threads", "1",
+             "--no-progress"]  # fmt: skip
+
+
+def _scores(results: Path) -> dict[str, object]:
+    data = json.loads(results.read_text())
+    return {k: data[k] for k in ("without_crf", "with_crf", "num_images", "crf_params")}
+
+
+# Writes: partial/key.json, logits/meta.json, then per image its logits and its counts
+# (5 images), then results.json: 7 is image 2's logits, 13 the results.
+@pytest.mark.parametrize("nth", [7, 13])
+def test_evaluate_keeps_the_scored_images_and_resumes_to_the_same_results(
+    tmp_path: Path,
+    tiny_weights: Path,
+    disk_full: DiskFull,
+    capsys: pytest.CaptureFixture[str],
+    nth: int,
+) -> None:
+    crf = tmp_path / "crf.json"
+    CRFParams(w1=3, theta_alpha=10, theta_beta=10, iterations=2).save(crf)
+    base = ["evaluate", "--weights", str(tiny_weights), "--crf", str(crf), *EVAL_DATA]
+    assert main([*base, "--out", str(tmp_path / "reference")]) == 0
+    out, logits = tmp_path / "out", tmp_path / "logits"
+    args = [*base, "--out", str(out), "--save-logits", str(logits)]
+    capsys.readouterr()
+
+    disk_full.at(nth)
+    assert main(args) == 1
+    match = MESSAGE.search(capsys.readouterr().err)
+    assert match is not None and Path(match["path"]).suffix in (".npz", ".json")
+    assert not (out / "results.json").exists() and _temporary_files(tmp_path) == []
+    kept = sorted(p.name for p in (out / "partial").glob("*.npz"))
+    assert len(kept) == (nth - 3) // 2
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in logits.glob("*.npz") if p.name in kept}
+    assert len(stamps) == len(kept)
+
+    disk_full.at(None)
+    assert main(args) == 1  # a new evaluation must not silently mix with the old one
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    # The images scored before were not run through the network again.
+    assert {name: (logits / name).stat().st_mtime_ns for name in stamps} == stamps
+    assert _scores(out / "results.json") == _scores(tmp_path / "reference" / "results.json")
+    assert not (out / "partial").exists() and _temporary_files(tmp_path) == []
+    assert len(list(logits.glob("*.npz"))) == 5
+
+
+def test_evaluate_refuses_to_resume_with_other_settings(
+    tmp_path: Path, tiny_weights: Path, disk_full: DiskFull, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--weights", str(tiny_weights), "--crf", "none", "--out",
+            str(tmp_path / "out"), *EVAL_DATA]  # fmt: skip
+    disk_full.at(3)
+    assert main(args) == 1
+    disk_full.at(None)
+    assert main([*args, "--resume", "--trimap"]) == 1
+    assert "differs in trimap" in capsys.readouterr().err
+
+
+TUNE_GRID = ["--w1", "2:4:2", "--theta-alpha", "20:40:20", "--theta-beta", "5",
+             "--iterations", "2", "--rounds", "0", "--workers", "0", "--no-progress",
+             "--synthetic-count", "5", "--synthetic-size", "48", "48"]  # fmt: skip
+
+
+def test_tune_crf_keeps_the_finished_parameter_sets_and_resumes(
+    tmp_path: Path, tiny_weights: Path, disk_full: DiskFull, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logits = tmp_path / "logits"
+    assert main(["evaluate", "--weights", str(tiny_weights), "--crf", "none", "--save-logits",
+                 str(logits), "--logits-dtype", "float32", "--out", str(tmp_path / "eval"),
+                 *EVAL_DATA]) == 0  # fmt: skip
+    assert main(["tune-crf", "--logits", str(logits), "--out", str(tmp_path / "reference"),
+                 *TUNE_GRID]) == 0  # fmt: skip
+    out = tmp_path / "tune"
+    args = ["tune-crf", "--logits", str(logits), "--out", str(out), *TUNE_GRID]
+    capsys.readouterr()
+    # Writes: the log's header, then one line per parameter set (no CRF, the reference,
+    # 4 grid points), then the reports: the 4th write is the third set.
+    disk_full.at(4)
+    assert main(args) == 1
+    match = MESSAGE.search(capsys.readouterr().err)
+    assert match is not None and match["path"] == str(out / "search.jsonl")
+    assert not (out / "ranking.json").exists() and _temporary_files(tmp_path) == []
+
+    disk_full.at(None)
+    assert main(args) == 0
+    assert "3 sets (references included) scored now" in capsys.readouterr().out
+    got = json.loads((out / "ranking.json").read_text())
+    want = json.loads((tmp_path / "reference" / "ranking.json").read_text())
+    for key in ("params", "no_crf", "reference", "ranking"):
+        assert got[key] == want[key], key
+    lines = (out / "search.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 6 and _temporary_files(tmp_path) == []
+
+
+def test_segment_keeps_the_finished_images_and_resume_skips_them(
+    tmp_path: Path, tiny_weights: Path, disk_full: DiskFull, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "in"
+    for i, sample in enumerate(SyntheticScenes(4, size=(40, 56), seed=3)):
+        save_png(inputs / f"img{i}.png", sample.image)
+    base = ["segment", str(inputs), "--weights", str(tiny_weights), "--iterations", "2",
+            "--no-progress", "--threads", "1"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "reference")]) == 0
+    out = tmp_path / "out"
+    capsys.readouterr()
+    # Two writes per image (labels, overlay): the 6th is img2's overlay.
+    disk_full.at(6)
+    assert main([*base, "--out", str(out)]) == 1
+    match = MESSAGE.search(capsys.readouterr().err)
+    assert match is not None and match["path"] == str(out / "img2_overlay.jpg")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "img0.png", "img0_overlay.jpg", "img1.png", "img1_overlay.jpg", "img2.png"
+    ]
+    assert _temporary_files(tmp_path) == []
+
+    disk_full.at(None)
+    assert main([*base, "--out", str(out), "--resume"]) == 0
+    assert "segmented 2 of 4 image(s) (2 done before)" in capsys.readouterr().out
+    reference = tmp_path / "reference"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in reference.iterdir():
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
