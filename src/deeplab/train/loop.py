@@ -20,6 +20,9 @@ A run directory holds::
 With ``crf_end_to_end`` the network is followed by the unrolled mean-field CRF
 (:mod:`deeplab.train.end_to_end`) and trained through it on full-resolution labels.
 
+SIGTERM or SIGUSR1 ends a run after the iteration under way, with a checkpoint there
+(:mod:`deeplab.train.preemption`); every process stops after the same iteration.
+
 Only rank 0 writes files. Everything random (initialisation, data order, crops, mirrors,
 dropout) derives from the recipe's seed, and checkpoints carry the RNG state of every
 process, so on the CPU a resumed run ends with the same weights as an uninterrupted one.
