@@ -57,10 +57,11 @@ def test_data_loader_workers_ignore_stop_signals() -> None:
             signal.signal(s, handler)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
 def test_signal_mid_run_checkpoints_that_iteration_and_resume_matches(
-    tmp_path: Path, tiny_recipe: Callable[..., Recipe], tiny_data: DataSpec, signum: int
+    tmp_path: Path, tiny_recipe: Callable[..., Recipe], tiny_data: DataSpec, name: str
 ) -> None:
+    signum = getattr(signal, name)
     # 7 is neither a checkpoint (every 4) nor a log (every 3) iteration: both are written
     # because of the signal.
     recipe = tiny_recipe(iterations=10, checkpoint_every=4, log_every=3)

@@ -62,7 +62,7 @@ from deeplab.train.checkpoint import (
 from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
 from deeplab.train.end_to_end import CRFTrainingNet, crf_layer, crf_param_group
 from deeplab.train.logs import append_log, plot_training_curve, read_log, truncate_log
-from deeplab.train.preemption import StopRequest, ignore_stop_signals
+from deeplab.train.preemption import StopRequest, ignore_stop_signals, shut_down_workers
 from deeplab.train.recipe import Recipe, classifier_parameter, lr_at, param_groups
 
 __all__ = ["ProgressCallback", "TrainResult", "initial_model", "train"]
@@ -265,9 +265,9 @@ def train(
     start_time = time.perf_counter()
     ctx = setup(device)
     try:
-        with StopRequest() as stop_request:
+        with StopRequest() as stop_request, contextlib.ExitStack() as cleanup:
             return _train(recipe, data, Path(out_dir), resume, ctx, callback, stop_at,
-                          start_time, stop_request)  # fmt: skip
+                          start_time, stop_request, cleanup)  # fmt: skip
     finally:
         ctx.close()
 
@@ -282,6 +282,7 @@ def _train(
     stop_at: int | None,
     start_time: float,
     stop_request: StopRequest,
+    cleanup: contextlib.ExitStack,
 ) -> TrainResult:
     def emit(event: dict[str, Any]) -> None:
         if callback is not None and ctx.is_main:
@@ -378,6 +379,8 @@ def _train(
         worker_init_fn=ignore_stop_signals,
     )
     batches = iter(loader)
+    # Its workers ignore stop signals: end them on the way out, also after an error.
+    cleanup.callback(shut_down_workers, batches)
     emit({"event": "start", "iteration": start, "total": recipe.iterations, "stop": stop,
           "micro_batch": micro, "world_size": ctx.world_size, "device": str(device)})  # fmt: skip
 

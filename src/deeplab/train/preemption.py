@@ -17,10 +17,17 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["PREEMPTED_EXIT_STATUS", "STOP_SIGNALS", "StopRequest", "ignore_stop_signals"]
+__all__ = [
+    "PREEMPTED_EXIT_STATUS",
+    "STOP_SIGNALS",
+    "StopRequest",
+    "ignore_stop_signals",
+    "shut_down_workers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,19 @@ class StopRequest:
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
     """``worker_init_fn`` of data-loader workers: a scheduler that signals every process of
-    the job must not kill them before the main process has written its checkpoint (they
-    end with it)."""
+    the job must not kill them before the main process has written its checkpoint. Their
+    loader must then end them with :func:`shut_down_workers`."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def shut_down_workers(batches: Iterator[Any]) -> None:
+    """Ask the workers of a data-loader iterator to exit, and wait for them.
+
+    Left to itself an unfinished iterator is collected late, and at the interpreter's exit
+    ``multiprocessing`` ends daemon processes with SIGTERM, which workers running
+    :func:`ignore_stop_signals` ignore: the process would wait for them forever.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent without workers
+    if shutdown is not None:
+        shutdown()
