@@ -259,8 +259,8 @@ def train(
         stop_at: stop after this many iterations with a checkpoint, as a pre-empted job
             would (for tests and time-sliced runs); ``--resume`` continues.
 
-    SIGTERM or SIGUSR1 (from the main thread's point of view; :mod:`deeplab.train.preemption`)
-    ends the run after the current iteration with a checkpoint: ``preempted`` in the result.
+    Called from the main thread, SIGTERM or SIGUSR1 ends the run after the current
+    iteration with a checkpoint: ``preempted`` in the result (:mod:`deeplab.train.preemption`).
     """
     start_time = time.perf_counter()
     ctx = setup(device)

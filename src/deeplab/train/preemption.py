@@ -4,8 +4,8 @@ Cluster schedulers pre-empt a job with SIGTERM (Slurm's ``--signal`` and many re
 scripts use SIGUSR1) and kill it a grace period later. :class:`StopRequest` turns those
 signals into a flag: the loop finishes the iteration it is in, writes a checkpoint and
 returns, so a resumed run loses no work. Under ``torchrun`` the flag is summed over the
-processes with the loss of every iteration, so all of them
-stop after the same iteration even when only some were signalled.
+processes with the loss of every iteration, so all of them stop after the same iteration
+even when only some were signalled.
 
 A second signal of the same kind is not caught: it ends the process as it would have
 without us (for a user who does not want to wait).
