@@ -37,37 +37,3 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source="test",
     )
     return path
-
-
-class DiskFull:
-    """Makes the ``n``-th and every later fsync of a regular file fail with ENOSPC, as a
-    disk that fills up at that write would (every atomic write and log append of the
-    package ends with an fsync). ``n`` None: the disk has room again."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import errno
-        import stat
-
-        self.n: int | None = None
-        self.count = 0
-        real_fsync = os.fsync
-
-        def fsync(fd: int) -> None:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                self.count += 1
-                if self.n is not None and self.count >= self.n:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", fsync)
-
-    def at(self, n: int | None) -> None:
-        """Fail from the ``n``-th file write from now on (None: never)."""
-        self.count = 0
-        self.n = n
-
-
-@pytest.fixture
-def disk_full(monkeypatch: pytest.MonkeyPatch) -> DiskFull:
-    """See :class:`DiskFull`; starts with room (``disk_full.at(n)`` fills it)."""
-    return DiskFull(monkeypatch)

@@ -2,22 +2,23 @@
 what was finished stays, no temporary file is left, and the command run again (with room)
 resumes and completes with the result of an uninterrupted run.
 
-The disk fills at the n-th file write (an fsync failing with ENOSPC, the ``disk_full``
-fixture of tests/conftest.py), for ``train``, ``evaluate``, ``tune-crf`` and ``segment``.
+The disk fills at the n-th file write (an fsync failing with ENOSPC: :class:`DiskFull`),
+for ``train``, ``evaluate``, ``tune-crf`` and ``segment``.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import DiskFull
 from deeplab.cli import main
 from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
@@ -34,6 +35,37 @@ MESSAGE = re.compile(
     r"No space left on device while writing (?P<path>\S+): it needs (?P<needed>\d+) bytes"
     r".*, (?P<free>\d+) bytes.* free there; make space and run again"
 )
+
+
+class DiskFull:
+    """Makes the ``n``-th and every later fsync of a regular file fail with ENOSPC, as a
+    disk that fills up at that write would (every atomic write and log append of the
+    package ends with an fsync, after which the temporary file would be renamed)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.n: int | None = None
+        self.count = 0
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self.count += 1
+                if self.n is not None and self.count >= self.n:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def at(self, n: int | None) -> None:
+        """Fail from the ``n``-th file write from now on (None: the disk has room again)."""
+        self.count = 0
+        self.n = n
+
+
+@pytest.fixture
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> DiskFull:
+    """A :class:`DiskFull` that starts with room."""
+    return DiskFull(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +110,6 @@ def test_atomic_write_names_file_size_and_free_space_and_keeps_the_old_content(
 def test_other_write_errors_are_not_called_a_full_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     def broken(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
