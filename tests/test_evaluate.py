@@ -20,6 +20,7 @@ from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
 from deeplab.distributed import DistContext, shard
 from deeplab.evaluate import (
+    ScoreStore,
     evaluate,
     evaluate_saved,
     iter_saved_logits,
@@ -126,6 +127,46 @@ def test_crf_workers_agree_with_inline_scoring(scenes: SyntheticScenes) -> None:
     np.testing.assert_array_equal(pooled.plain.matrix, inline.plain.matrix)
     np.testing.assert_array_equal(pooled.crf.matrix, inline.crf.matrix)
     np.testing.assert_array_equal(pooled.trimap_crf.matrices, inline.trimap_crf.matrices)
+
+
+def test_a_score_store_keeps_each_image_and_a_resumed_run_reuses_them(
+    tmp_path: Path, scenes: SyntheticScenes
+) -> None:
+    model = ColourStub()
+    whole = evaluate(model, scenes, crf=CRF)
+
+    class StopError(Exception):
+        pass
+
+    def stop_after_three(done: int) -> None:
+        if done == 3:
+            raise StopError
+
+    folder = tmp_path / "partial"
+    store = ScoreStore(folder, {"crf": CRF.to_dict()}, resume=False)
+    with pytest.raises(StopError):  # with workers: results come back after submission
+        evaluate(model, scenes, crf=CRF, workers=2, store=store, progress=stop_after_three)
+    kept = sorted(p.stem for p in folder.glob("*.npz"))
+    assert kept == scenes.names[:3]
+    for name in kept:  # each file holds its own image's counts
+        sample = scenes[scenes.names.index(name)]
+        logits = Predictor(model).stride8_logits(sample.image)
+        want = score_image(sample.image, sample.label, logits, 6, CRF)
+        got = store.load(name)
+        assert got is not None and got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        ScoreStore(folder, {"crf": CRF.to_dict()}, resume=False)
+    with pytest.raises(ValueError, match="differs in crf"):
+        ScoreStore(folder, {"crf": None}, resume=True)
+    calls = []
+    resumed = evaluate(model, scenes, crf=CRF, store=ScoreStore(folder, {"crf": CRF.to_dict()},
+                       resume=True), progress=calls.append)  # fmt: skip
+    assert calls == [1, 2, 3, 4, 5] and resumed.num_images == 5
+    np.testing.assert_array_equal(resumed.plain.matrix, whole.plain.matrix)
+    np.testing.assert_array_equal(resumed.crf.matrix, whole.crf.matrix)
 
 
 class _SummingContext(DistContext):

@@ -14,6 +14,11 @@ any CRF parameters without the network: what CRF tuning needs.
 
 Under ``torchrun`` each process scores every ``world_size``-th image and the confusion
 matrices are summed over processes (``all_reduce``); rank 0 holds the totals.
+
+An evaluation that is interrupted (killed, a full disk) can resume: with a
+:class:`ScoreStore` every image's confusion counts are kept in a folder as they are made,
+and a resumed evaluation reuses them. Sums of integer counts do not depend on their order,
+so the resumed result equals an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +50,7 @@ from deeplab.predict import Predictor, crf_labels, padded_size, upsample_logits
 __all__ = [
     "EvalResult",
     "SavedLogits",
+    "ScoreStore",
     "evaluate",
     "evaluate_saved",
     "iter_saved_logits",
@@ -221,6 +228,67 @@ class _Scorer:
             self.pool = None
 
 
+# --------------------------------------------------------------------------- resuming
+
+
+class ScoreStore:
+    """Per-image confusion counts of one evaluation, kept so that an interrupted run resumes.
+
+    ``folder`` holds ``key.json`` (what was evaluated: weights, CRF, data, ...; any JSON
+    object) and one ``<name>.npz`` per finished image with the arrays of
+    :func:`score_image`. A new evaluation refuses a folder that has counts (pass
+    ``resume``); a resumed one refuses counts made with another ``key``.
+    """
+
+    KEY_NAME = "key.json"
+
+    def __init__(self, folder: str | os.PathLike[str], key: dict[str, Any], resume: bool) -> None:
+        self.folder = Path(folder)
+        self.key = json.loads(json.dumps(key))  # as it reads back from key.json
+        key_path = self.folder / self.KEY_NAME
+        if key_path.is_file():
+            if not resume:
+                raise FileExistsError(
+                    f"{self.folder} holds the scores of an interrupted evaluation: pass "
+                    "--resume to continue it, or delete the folder"
+                )
+            saved = json.loads(key_path.read_text(encoding="utf-8"))
+            changed = sorted(k for k in {*saved, *self.key} if saved.get(k) != self.key.get(k))
+            if changed:
+                raise ValueError(
+                    f"{self.folder} holds the scores of another evaluation (it differs in "
+                    f"{', '.join(changed)}): resume with the same settings, or delete it"
+                )
+        else:
+            write_text(key_path, json.dumps(self.key, indent=2) + "\n")
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ValueError(f"sample name {name!r} cannot be a file name")
+        return self.folder / f"{name}.npz"
+
+    def load(self, name: str) -> dict[str, np.ndarray] | None:
+        """The counts kept for ``name``, or None (not scored yet, or unreadable)."""
+        path = self._path(name)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: np.asarray(data[k], dtype=np.int64) for k in data.files}
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: unreadable, scoring the image again (%s)", path, exc)
+            return None
+
+    def save(self, name: str, scores: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **scores)
+        write_bytes(self._path(name), buffer.getvalue())
+
+    def remove(self) -> None:
+        """Delete the folder once the results are written."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -353,6 +421,7 @@ def _run(
     progress: ProgressFn | None,
     ctx: DistContext | None,
     limit: int | None,
+    store: ScoreStore | None = None,
 ) -> EvalResult:
     start = time.perf_counter()
     if len(dataset.class_names) != num_classes:
@@ -365,20 +434,31 @@ def _run(
     widths = DEFAULT_WIDTHS if trimap else None
     crf_dict = None if crf is None else crf.to_dict()
     scorer = _Scorer(workers)
+    in_flight: deque[str] = deque()  # names of the submitted images, in submission order
+
+    def take(scores: dict[str, np.ndarray], name: str | None) -> None:
+        if store is not None and name is not None:
+            store.save(name, scores)
+        acc.add(scores)
+        if progress is not None:
+            progress(acc.count)
+
     failed = True
     try:
         for i in indices:
+            name = dataset.names[i]
+            kept = store.load(name) if store is not None else None
+            if kept is not None:
+                take(kept, None)
+                continue
             sample = dataset[i]
             logits = logits_of(i, sample)
             task = (sample.image, sample.label, logits, num_classes, crf_dict, widths)
+            in_flight.append(name)
             for scores in scorer.submit(task):
-                acc.add(scores)
-                if progress is not None:
-                    progress(acc.count)
+                take(scores, in_flight.popleft())
         for scores in scorer.drain():
-            acc.add(scores)
-            if progress is not None:
-                progress(acc.count)
+            take(scores, in_flight.popleft())
         failed = False
     finally:
         scorer.close(failed)
@@ -400,6 +480,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     ctx: DistContext | None = None,
     limit: int | None = None,
+    store: ScoreStore | None = None,
 ) -> EvalResult:
     """Score ``model`` on ``dataset`` without and (``crf`` given) with the CRF.
 
@@ -412,6 +493,7 @@ def evaluate(
         pad_to: padded input size (513 reproduces the released test; None: next 8k + 1).
         ctx: a :class:`deeplab.distributed.DistContext` to shard over processes.
         limit: score only the first ``limit`` images.
+        store: keep each image's counts there and reuse those it has (resuming).
     """
     predictor = Predictor(model, device, pad_to=pad_to)
     num_classes = int(getattr(model, "num_classes", len(dataset.class_names)))
@@ -431,7 +513,8 @@ def evaluate(
             save_logits(save_logits_dir, sample.name, scores, sample.size, padded, logits_dtype)
         return scores
 
-    return _run(dataset, logits_of, num_classes, crf, workers, trimap, progress, ctx, limit)
+    return _run(dataset, logits_of, num_classes, crf, workers, trimap, progress, ctx, limit,
+                store)  # fmt: skip
 
 
 def evaluate_saved(
@@ -444,6 +527,7 @@ def evaluate_saved(
     progress: ProgressFn | None = None,
     ctx: DistContext | None = None,
     limit: int | None = None,
+    store: ScoreStore | None = None,
 ) -> EvalResult:
     """As :func:`evaluate`, from scores saved by it (``save_logits_dir``): no network.
 
@@ -469,4 +553,5 @@ def evaluate_saved(
     if num_classes is None:
         first = next(iter_saved_logits(base, [dataset.names[0]]))
         num_classes = first.logits.shape[0]
-    return _run(dataset, logits_of, num_classes, crf_params, workers, trimap, progress, ctx, limit)
+    return _run(dataset, logits_of, num_classes, crf_params, workers, trimap, progress, ctx,
+                limit, store)  # fmt: skip

@@ -9,19 +9,79 @@ A process killed between the two leaves its temporary file behind. Temporary nam
 the writer's process id (``.NAME.<pid>.<random>.tmp``); the first write of a process into a
 folder removes the temporary files there whose process no longer exists (once per folder:
 a folder of many outputs is not listed again for every file).
+
+A full disk (or quota) is reported as :class:`DiskFullError`, naming the file, the bytes the
+write needed and the bytes free; the target keeps its previous content and the temporary
+file is removed, so the run that failed can be resumed once space is made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "DiskFullError",
+    "append_synced",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "reporting_disk_full",
+]
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space: which file, how many bytes, how many were free.
+
+    ``errno`` is the original ENOSPC or EDQUOT, so code that tests for those still works.
+    """
+
+    def __init__(self, code: int, path: Path, needed: int | None, free: int | None) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+        self.path, self.needed, self.free = path, needed, free
+
+    def __str__(self) -> str:
+        need = "an unknown number of bytes" if self.needed is None else _size(self.needed)
+        free = "the free space is unknown" if self.free is None else f"{_size(self.free)} free"
+        return (
+            f"{self.strerror} while writing {self.path}: it needs {need}, {free} there; "
+            "make space and run again (what was finished is kept)"
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes ({n / 1e6:.1f} MB)" if n >= 10_000 else f"{n} bytes"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path: str | os.PathLike[str], needed: int | None) -> Iterator[None]:
+    """Turn an ENOSPC/EDQUOT ``OSError`` raised inside into a :class:`DiskFullError` about
+    ``path`` (``needed`` bytes; None if unknown). Other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        target = Path(path)
+        raise DiskFullError(exc.errno, target, needed, _free_bytes(target.parent)) from exc
 
 
 def _read_umask() -> int:
@@ -37,17 +97,27 @@ _UMASK = _read_umask()
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    encoding: str | None = None,
+    size: int | None = None,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
     ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise). On an
     exception the temporary file is removed and ``path`` is left untouched. The parent
-    folder is created if needed.
+    folder is created if needed. ``size`` (bytes, if known) goes into a
+    :class:`DiskFullError`'s message.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
+    with reporting_disk_full(target, size), _atomic_write(target, mode, encoding) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _atomic_write(target: Path, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(target.parent)
     fd, tmp_name = tempfile.mkstemp(
@@ -123,11 +193,21 @@ def _fsync_dir(folder: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    with atomic_write(path, "wb") as handle:
+    with atomic_write(path, "wb", size=len(data)) as handle:
         handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    with atomic_write(path, "w", encoding=encoding) as handle:
-        handle.write(text)
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def append_synced(path: str | os.PathLike[str], text: str) -> None:
+    """Append ``text`` (UTF-8) to ``path`` in one write, flushed and fsync'ed: for logs of
+    one line per record, where a kill loses at most the line being written (readers drop a
+    partial last line). A full disk is a :class:`DiskFullError`."""
+    data = text.encode("utf-8")
+    with reporting_disk_full(path, len(data)), open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -40,6 +40,7 @@ from deeplab.crf import dense as crf_dense
 from deeplab.data.classes import colorize, write_label_png
 from deeplab.data.image_io import load_image, save_image, write_bytes
 from deeplab.data.synthetic import SYNTHETIC_CLASSES
+from deeplab.io_utils import DiskFullError
 from deeplab.models import WEIGHTS, build_model, get_variant, load_checkpoint
 from deeplab.models.weights import weights_dir
 from deeplab.predict import Predictor
@@ -351,6 +352,7 @@ class SegmentSummary:
 
     written: dict[Path, list[Path]] = field(default_factory=dict)
     failed: dict[Path, str] = field(default_factory=dict)
+    skipped: list[Path] = field(default_factory=list)  # outputs already there (``resume``)
 
     @property
     def ok(self) -> bool:
@@ -372,11 +374,15 @@ def segment_files(
     save_probs: bool = False,
     probs_dtype: str = "float16",
     on_file: Callable[[InputFile, str | None], None] | None = None,
+    resume: bool = False,
 ) -> SegmentSummary:
     """Segment every input; write ``<name>.png`` (palette label PNG), ``<name>_overlay.jpg``
     and, with ``save_probs``, ``<name>_probs.npy`` (L, H, W) under ``out_dir``, each
     atomically. A file that cannot be read or is too large is recorded in ``failed`` and
-    skipped; ``on_file(input, error or None)`` is called after each file."""
+    skipped; ``on_file(input, error or None)`` is called after each file.
+
+    A full disk (:class:`deeplab.io_utils.DiskFullError`) ends the run: the outputs already
+    written stay, and ``resume`` then skips every input whose outputs all exist."""
     if probs_dtype not in ("float16", "float32"):
         raise ValueError(f"probs dtype must be float16 or float32, got {probs_dtype!r}")
     out = Path(out_dir)
@@ -393,6 +399,11 @@ def segment_files(
             clash = [t for t in targets.values() if t.resolve() in protected]
             if clash:
                 raise ValueError(f"output {clash[0]} would overwrite an input image")
+            if resume and all(t.is_file() for t in targets.values()):
+                summary.skipped.append(item.path)
+                if on_file is not None:
+                    on_file(item, None)
+                continue
             image = load_image(item.path)
             result = segmenter.segment(image, keep_probs=save_probs)
             write_label_png(targets["labels"], result.labels)
@@ -403,6 +414,8 @@ def segment_files(
             summary.written[item.path] = list(targets.values())
         except MemoryError as exc:
             error = f"too large: {exc}"
+        except DiskFullError:
+            raise  # the next files would fail as well
         except (OSError, ValueError) as exc:
             error = str(exc)
         if error is not None:

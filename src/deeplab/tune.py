@@ -40,7 +40,7 @@ import numpy as np
 from deeplab.crf import CRFParams
 from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
 from deeplab.evaluate import LOGITS_META, load_saved_logits
-from deeplab.io_utils import atomic_write_text
+from deeplab.io_utils import append_synced, atomic_write_text
 from deeplab.metrics import ConfusionMatrix, markdown_table
 from deeplab.tune_engine import Task, group_tasks, score_shared
 
@@ -355,10 +355,7 @@ class SearchLog:
 
     def _append(self, record: Mapping[str, Any]) -> None:
         # One write per line, flushed and synced: an interruption loses at most this line.
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_synced(self.path, json.dumps(record) + "\n")
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry

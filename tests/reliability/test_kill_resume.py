@@ -6,6 +6,10 @@ Kills land anywhere: during start-up, in the middle of an iteration, while a che
 tensors or its record is being written, while old checkpoints are pruned. The fast test
 kills once and then damages the newest checkpoint (the resume must report it and fall
 back to the previous one); the slow one kills five times.
+
+SIGTERM and SIGUSR1 (pre-emption) instead let the run finish its iteration and write a
+checkpoint there: it exits with status 75 and no logged iteration is lost (the newest
+checkpoint is at or past the iteration logged when the signal was sent).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from deeplab.models import load_model
 from deeplab.train import DataSpec, list_checkpoints, read_log, resolve_recipe, train
+from deeplab.train.preemption import PREEMPTED_EXIT_STATUS
 from reliability.fuzzing import worker_env
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
@@ -78,12 +83,27 @@ def _logged(run: Path) -> int:
     return records[-1]["iteration"] if records else 0
 
 
-def _kill_at(cmd: list[str], run: Path, iteration: int, rng: random.Random) -> int | None:
+def _kill_at(
+    cmd: list[str],
+    run: Path,
+    iteration: int,
+    rng: random.Random,
+    sig_name: str = "SIGKILL",
+    group: bool = False,
+) -> int | None:
     """Start ``cmd``; once ``iteration`` is logged, wait 0-60 ms more (an iteration takes
-    about 40 ms, a checkpoint write a few ms) and SIGKILL it. Returns the iteration logged
-    at the kill, or None if the run finished first."""
+    about 40 ms, a checkpoint write a few ms) and send signal ``sig_name``, to every process
+    of the run with ``group`` (data-loader workers too, as Slurm does). Returns the iteration
+    logged when the signal was sent, or None if the run finished first. SIGKILL must end the
+    process at once; a stop signal (SIGTERM, SIGUSR1) with status 75 and a checkpoint at or
+    past that iteration."""
+    sig = getattr(signal, sig_name)
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env()
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=worker_env(),
+        start_new_session=group,
     )
     deadline = time.monotonic() + 180
     try:
@@ -96,10 +116,25 @@ def _kill_at(cmd: list[str], run: Path, iteration: int, rng: random.Random) -> i
         time.sleep(rng.uniform(0.0, 0.06))
         if proc.poll() is not None:
             return None
-        os.kill(proc.pid, signal.SIGKILL)
+        logged = _logged(run)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
         proc.wait(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-        return _logged(run)
+        stderr = proc.stderr.read().decode()[-2000:]
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL, stderr
+            return _logged(run)
+        if proc.returncode == 0:  # the signal came during the last iteration
+            return None
+        assert proc.returncode == PREEMPTED_EXIT_STATUS, stderr
+        newest, _ = list_checkpoints(run / "checkpoints")[-1]
+        # The iteration under way when the signal came, perhaps the next (the signal came
+        # after this one's stop flag was exchanged); no more, no fewer.
+        assert logged <= newest <= logged + 2, (logged, newest)
+        assert _logged(run) == newest
+        return logged
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -127,9 +162,9 @@ def _assert_same_as_uninterrupted(run: Path, iterations: int, tmp_path: Path) ->
         assert path.suffix in (".json", ".safetensors", ".tmp"), path
 
 
-def _setup(tmp_path: Path, iterations: int) -> tuple[Path, Path]:
+def _setup(tmp_path: Path, iterations: int, **overrides: object) -> tuple[Path, Path]:
     config = tmp_path / "recipe.json"
-    config.write_text(json.dumps({**TINY, "iterations": iterations}))
+    config.write_text(json.dumps({**TINY, "iterations": iterations, **overrides}))
     return config, tmp_path / "run"
 
 
@@ -150,6 +185,41 @@ def test_one_kill_then_a_damaged_checkpoint_then_resume(tmp_path: Path) -> None:
     stderr = _finish(_command(config, run, True))
     assert f"checkpoint {newest} is damaged" in stderr and "sha256" in stderr
     _assert_same_as_uninterrupted(run, iterations, tmp_path)
+
+
+def test_sigterm_at_a_random_point_checkpoints_there_and_resumes_to_the_same_weights(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(os.environ.get("DEEPLAB_KILL_SEED", "3"))
+    iterations = 12
+    # Two data-loader workers, and the signal goes to them as well: they must outlive the
+    # checkpoint. (The data do not depend on the number of workers.)
+    config, run = _setup(tmp_path, iterations, workers=2)
+    cmd = _command(config, run, False)
+    at = _kill_at(cmd, run, rng.randint(3, 8), rng, "SIGTERM", group=True)
+    assert at is not None, "the run ended before the signal"
+    assert not (run / "model.safetensors").exists()
+    # With its workers, the resumed run must also end (not wait for them forever).
+    _finish(_command(config, run, True))
+    _assert_same_as_uninterrupted(run, iterations, tmp_path)
+
+
+@pytest.mark.slow
+def test_stop_signals_and_kills_at_random_points_then_the_uninterrupted_weights(
+    tmp_path: Path,
+) -> None:
+    seed = int(os.environ.get("DEEPLAB_KILL_SEED", "4"))
+    rng = random.Random(seed)
+    iterations = 40
+    config, run = _setup(tmp_path, iterations)
+    targets = sorted(rng.sample(range(1, iterations - 6), 5))
+    kinds = [rng.choice(["SIGTERM", "SIGUSR1", "SIGKILL"]) for _ in targets]
+    for n, (target, sig) in enumerate(zip(targets, kinds, strict=True)):
+        at = _kill_at(_command(config, run, n > 0), run, target, rng, sig)
+        assert at is not None, f"run {n} finished before its {sig} at {target} (seed {seed})"
+    _finish(_command(config, run, True))
+    _assert_same_as_uninterrupted(run, iterations, tmp_path)
+    print(f"seed {seed}: {kinds} at {targets}, resumed to identical weights")
 
 
 @pytest.mark.slow

@@ -8,6 +8,9 @@
     deeplab evaluate --from-logits logits/val --data voc --voc-root VOC2012 --split val \\
         --crf tuned.json --workers 8 --out eval/tuned
     torchrun --nproc_per_node 4 -m deeplab evaluate --weights W ... --out eval/val
+
+Each image's counts go to ``--out/partial/`` as they are made, so an interrupted evaluation
+(killed, a full disk) continues with ``--resume``; the folder is removed at the end.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--method", default=None, help="row name in the table (default: the model)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation with the same options: reuse "
+                   "the images already scored (kept in --out/partial)")  # fmt: skip
     add_threads_option(p)
     # --crf PRESET|FILE|none; default: the model's own preset (Variant.crf_preset).
     add_param_options(p, default=None)
@@ -78,11 +84,24 @@ def _crf_params(args: argparse.Namespace, preset: str | None) -> CRFParams | Non
     return params_from_args(args)
 
 
+def _store_key(args: argparse.Namespace, crf: CRFParams | None, info: dict[str, Any]) -> dict:
+    """What makes the per-image counts of this evaluation (a resume must not mix others)."""
+    key: dict[str, Any] = {**info, "crf": None if crf is None else crf.to_dict(),
+                           "trimap": args.trimap, "pad_to": args.pad_to}  # fmt: skip
+    key.pop("world_size", None)  # counts are per image: any number of processes may resume
+    if args.weights is not None:
+        stat = Path(args.weights).stat()
+        key.update(weights_size=stat.st_size, weights_mtime_ns=stat.st_mtime_ns)
+    if args.save_logits is not None:
+        key.update(save_logits=os.fspath(args.save_logits), logits_dtype=args.logits_dtype)
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deeplab.distributed import setup
-    from deeplab.evaluate import evaluate, evaluate_saved
+    from deeplab.evaluate import ScoreStore, evaluate, evaluate_saved
     from deeplab.models import build_model, get_variant, load_model
     from deeplab.train.data import build_dataset
 
@@ -104,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(done - bar.n)
 
         info: dict[str, Any] = {"data": data.to_dict(), "world_size": ctx.world_size}
+
+        def open_store(crf: CRFParams | None) -> ScoreStore:
+            folder, key = args.out / "partial", _store_key(args, crf, info)
+            # Rank 0 decides whether the folder may be used; the others then join it.
+            store = ScoreStore(folder, key, args.resume) if ctx.is_main else None
+            ctx.barrier()
+            return store or ScoreStore(folder, key, resume=True)
+
         if args.weights is not None:
             if args.model:
                 model = build_model(args.model, num_classes=dataset.num_classes,
@@ -116,10 +143,12 @@ def run(args: argparse.Namespace) -> int:
             method = args.method or model.variant.paper_name
             if method.startswith("("):
                 method = model.variant.name
+            store = open_store(crf)
             result = evaluate(
                 model, dataset, device=ctx.device, crf=crf, workers=args.workers,
                 save_logits_dir=args.save_logits, logits_dtype=args.logits_dtype,
                 trimap=args.trimap, pad_to=args.pad_to, progress=progress, ctx=ctx,
+                store=store,
             )  # fmt: skip
         else:
             meta_path = args.from_logits / "meta.json"
@@ -129,12 +158,15 @@ def run(args: argparse.Namespace) -> int:
             crf = _crf_params(args, preset)
             info.update(model=name, from_logits=os.fspath(args.from_logits))
             method = args.method or (name or "DeepLab")
+            store = open_store(crf)
             result = evaluate_saved(args.from_logits, dataset, crf, args.workers,
-                                    trimap=args.trimap, progress=progress, ctx=ctx)  # fmt: skip
+                                    trimap=args.trimap, progress=progress, ctx=ctx,
+                                    store=store)  # fmt: skip
         if bar is not None:
             bar.close()
         if ctx.is_main:
             result.write(args.out, method, **info)
+            store.remove()
             print(result.markdown(method))
             print(f"{result.num_images} images in {result.seconds:.1f} s -> {args.out}")
     finally:

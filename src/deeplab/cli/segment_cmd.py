@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--save-probs", action="store_true", help="also write (L, H, W) .npy")
     p.add_argument("--probs-dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs whose outputs are all in --out already (continue an "
+                   "interrupted run with the same options)")  # fmt: skip
     add_threads_option(p)
     add_param_options(p, default="auto")
     p.set_defaults(func=run)
@@ -126,10 +129,12 @@ def run(args: argparse.Namespace) -> int:
         save_probs=args.save_probs,
         probs_dtype=args.probs_dtype,
         on_file=on_file,
+        resume=args.resume,
     )
     bar.close()
     failed = len(summary.failed) + len(problems)
-    print(f"segmented {len(summary.written)} of {len(inputs)} image(s) -> {args.out}")
+    done = f" ({len(summary.skipped)} done before)" if summary.skipped else ""
+    print(f"segmented {len(summary.written)} of {len(inputs)} image(s){done} -> {args.out}")
     if failed:
         print(f"deeplab segment: {failed} input(s) failed (see above)", file=sys.stderr)
         return 1

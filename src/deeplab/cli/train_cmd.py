@@ -8,6 +8,9 @@ Many (PyTorch's own launcher; NCCL on GPUs, gloo on CPUs)::
 
     torchrun --nproc_per_node 4 -m deeplab train --model deeplab-largefov \\
         --data voc --voc-root VOC2012 --sbd-root benchmark_RELEASE --out runs/largefov
+
+SIGTERM or SIGUSR1 (a scheduler's pre-emption) ends the run after the current iteration
+with a checkpoint and exit status 75; ``--resume`` continues from it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from deeplab.cli.data_args import (
     data_spec_from_args,
 )
 from deeplab.train.data import DataSpec
+from deeplab.train.preemption import PREEMPTED_EXIT_STATUS
 from deeplab.train.recipe import AMP_MODES, Recipe, load_config_file, resolve_recipe
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Train a DeepLab variant. Recipe values: the paper's for --model, "
         "overridden by --config FILE (JSON) and then by the options below. The resolved "
         "config, checkpoints, a JSONL log, the final model and a training curve go to --out.",
+        epilog=f"Exit status: 0 when the run reached --stop-at or its last iteration; "
+        f"{PREEMPTED_EXIT_STATUS} when SIGTERM or SIGUSR1 (pre-emption) stopped it after the "
+        "current iteration and a checkpoint (run again with --resume; a second signal ends "
+        "it at once); 1 on an error (e.g. a full disk: the message names the file, the bytes "
+        "needed and the bytes free; the previous checkpoint is kept).",
     )
     p.add_argument("--config", type=Path, help="JSON recipe, e.g. configs/deeplab-largefov.json")
     p.add_argument("--out", type=Path, required=True, help="run directory")
@@ -183,4 +192,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if result.model_path is not None:
             print(f"model: {result.model_path}")
-    return 0
+        if result.preempted:
+            print(f"stopped by a signal after a checkpoint; continue with --resume "
+                  f"(exit status {PREEMPTED_EXIT_STATUS})")  # fmt: skip
+    return PREEMPTED_EXIT_STATUS if result.preempted else 0

@@ -12,7 +12,8 @@ Modules: :mod:`~deeplab.train.recipe` (the recipe, parameter groups, LR schedule
 :mod:`~deeplab.train.data` (data sources, the seeded stream, micro-batches),
 :mod:`~deeplab.train.loop` (the loop), :mod:`~deeplab.train.checkpoint` (verified
 safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve),
-:mod:`~deeplab.train.end_to_end` (the network and the unrolled CRF trained together).
+:mod:`~deeplab.train.end_to_end` (the network and the unrolled CRF trained together),
+:mod:`~deeplab.train.preemption` (SIGTERM/SIGUSR1: a checkpoint, then exit).
 """
 
 from deeplab.train.checkpoint import (

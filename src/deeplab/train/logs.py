@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from deeplab.io_utils import atomic_write_bytes
+from deeplab.io_utils import append_synced, atomic_write_bytes
 from deeplab.metrics.plots import save_figure
 
 __all__ = ["append_log", "plot_training_curve", "read_log", "truncate_log"]
@@ -27,11 +27,7 @@ log = logging.getLogger(__name__)
 
 def append_log(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
     """Append one record as a JSON line (flushed and fsync'ed: the log survives a kill)."""
-    line = json.dumps(dict(record), separators=(",", ":")) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_synced(path, json.dumps(dict(record), separators=(",", ":")) + "\n")
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

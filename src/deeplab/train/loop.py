@@ -20,6 +20,9 @@ A run directory holds::
 With ``crf_end_to_end`` the network is followed by the unrolled mean-field CRF
 (:mod:`deeplab.train.end_to_end`) and trained through it on full-resolution labels.
 
+SIGTERM or SIGUSR1 ends a run after the iteration under way, with a checkpoint there
+(:mod:`deeplab.train.preemption`); every process stops after the same iteration.
+
 Only rank 0 writes files. Everything random (initialisation, data order, crops, mirrors,
 dropout) derives from the recipe's seed, and checkpoints carry the RNG state of every
 process, so on the CPU a resumed run ends with the same weights as an uninterrupted one.
@@ -60,6 +63,7 @@ from deeplab.train.checkpoint import (
 from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
 from deeplab.train.end_to_end import CRFTrainingNet, crf_layer, crf_param_group
 from deeplab.train.logs import append_log, plot_training_curve, read_log, truncate_log
+from deeplab.train.preemption import StopRequest, ignore_stop_signals, shut_down_workers
 from deeplab.train.recipe import Recipe, classifier_parameter, lr_at, param_groups
 
 __all__ = ["ProgressCallback", "TrainResult", "initial_model", "train"]
@@ -83,10 +87,11 @@ class TrainResult:
     run_dir: Path
     model: DeepLab  # the trained network (unwrapped, on the training device)
     iteration: int  # iterations completed
-    finished: bool  # reached recipe.iterations (False: stopped at ``stop_at``)
+    finished: bool  # reached recipe.iterations (False: stopped at ``stop_at`` or by a signal)
     seconds: float  # wall time of this call
     last_loss: float | None
     model_path: Path | None  # final weights (rank 0, finished runs)
+    preempted: bool = False  # stopped early by SIGTERM/SIGUSR1, after a checkpoint
 
 
 def _resolve_init(init: str) -> Path:
@@ -255,11 +260,16 @@ def train(
         callback: progress events (the CLI draws its progress bar from them).
         stop_at: stop after this many iterations with a checkpoint, as a pre-empted job
             would (for tests and time-sliced runs); ``--resume`` continues.
+
+    Called from the main thread, SIGTERM or SIGUSR1 ends the run after the current
+    iteration with a checkpoint: ``preempted`` in the result (:mod:`deeplab.train.preemption`).
     """
     start_time = time.perf_counter()
     ctx = setup(device)
     try:
-        return _train(recipe, data, Path(out_dir), resume, ctx, callback, stop_at, start_time)
+        with StopRequest() as stop_request, contextlib.ExitStack() as cleanup:
+            return _train(recipe, data, Path(out_dir), resume, ctx, callback, stop_at,
+                          start_time, stop_request, cleanup)  # fmt: skip
     finally:
         ctx.close()
 
@@ -273,6 +283,8 @@ def _train(
     callback: ProgressCallback | None,
     stop_at: int | None,
     start_time: float,
+    stop_request: StopRequest,
+    cleanup: contextlib.ExitStack,
 ) -> TrainResult:
     def emit(event: dict[str, Any]) -> None:
         if callback is not None and ctx.is_main:
@@ -366,12 +378,16 @@ def _train(
         # Its own generator: creating the loader must not draw from the global RNG, whose
         # state (dropout) a resumed run restores exactly.
         generator=torch.Generator().manual_seed(recipe.seed),
+        worker_init_fn=ignore_stop_signals,
     )
     batches = iter(loader)
+    # Its workers ignore stop signals: end them on the way out, also after an error.
+    cleanup.callback(shut_down_workers, batches)
     emit({"event": "start", "iteration": start, "total": recipe.iterations, "stop": stop,
           "micro_batch": micro, "world_size": ctx.world_size, "device": str(device)})  # fmt: skip
 
     last_loss: float | None = None
+    preempted = False
     window: list[float] = []
     window_start = time.perf_counter()
     for t in range(start, stop):
@@ -411,8 +427,12 @@ def _train(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-        total = ctx.all_reduce_sum(loss_sum)
-        last_loss = float(total.item()) / max(valid, 1)
+        # The stop flag travels with the loss: every process learns, in the same iteration,
+        # whether any of them was signalled.
+        flag = torch.tensor(float(stop_request.pending), dtype=torch.float64)
+        totals = ctx.all_reduce_sum(torch.stack([loss_sum, flag]))
+        last_loss = float(totals[0]) / max(valid, 1)
+        preempted = bool(totals[1] > 0)
         if not np.isfinite(last_loss):
             raise ValueError(
                 f"training diverged at iteration {t + 1} (loss {last_loss}): lower the learning "
@@ -423,7 +443,8 @@ def _train(
         now = time.perf_counter()
         emit({"event": "step", "iteration": done, "loss": last_loss, "lr": lr,
               "images": recipe.batch})  # fmt: skip
-        if done % recipe.log_every == 0 or done == stop:
+        last_of_run = done == stop or preempted
+        if done % recipe.log_every == 0 or last_of_run:
             elapsed = now - window_start
             record = {
                 "iteration": done,
@@ -440,7 +461,7 @@ def _train(
                 append_log(run_dir / LOG_NAME, record)
             log.info("iteration %d: loss %.4f, lr %.3g", done, record["loss"], lr)
             window, window_start = [], now
-        if done % recipe.checkpoint_every == 0 or done == stop:
+        if done % recipe.checkpoint_every == 0 or last_of_run:
             rng = _rng_states(ctx)  # a collective: every process takes part
             if ctx.is_main:
                 meta = {
@@ -456,6 +477,10 @@ def _train(
                 )
                 prune_checkpoints(ckpt_dir, recipe.keep_checkpoints)
                 emit({"event": "checkpoint", "iteration": done, "path": str(path)})
+        if preempted:
+            log.warning("stop signal: checkpoint written at iteration %d, leaving", done)
+            stop = done
+            break
 
     finished = stop == recipe.iterations
     model_path = None
@@ -481,4 +506,5 @@ def _train(
     seconds = time.perf_counter() - start_time
     emit({"event": "end", "iteration": stop, "finished": finished, "seconds": seconds,
           "model_path": str(model_path) if model_path else None})  # fmt: skip
-    return TrainResult(run_dir, model, stop, finished, seconds, last_loss, model_path)
+    return TrainResult(run_dir, model, stop, finished, seconds, last_loss, model_path,
+                       preempted=preempted and not finished)  # fmt: skip
