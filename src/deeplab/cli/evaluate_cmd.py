@@ -26,6 +26,8 @@ from deeplab.cli.data_args import (
     add_threads_option,
     apply_threads,
     data_spec_from_args,
+    record_saved_data,
+    saved_data,
 )
 from deeplab.crf import CRFParams
 
@@ -89,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     if (args.weights is None) == (args.from_logits is None):
         raise ValueError("give exactly one of --weights and --from-logits")
-    data = data_spec_from_args(args, split="val", synthetic_seed=1, synthetic_count=100)
+    # Re-scoring saved scores: the data they were saved for, unless options say otherwise.
+    saved = saved_data(args.from_logits) if args.from_logits is not None else None
+    data = data_spec_from_args(args, saved, split="val", synthetic_seed=1, synthetic_count=100)
     dataset = build_dataset(data)
     ctx = setup(args.device if args.weights is not None else "cpu")
     try:
@@ -121,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
                 save_logits_dir=args.save_logits, logits_dtype=args.logits_dtype,
                 trimap=args.trimap, pad_to=args.pad_to, progress=progress, ctx=ctx,
             )  # fmt: skip
+            if args.save_logits is not None and ctx.is_main:
+                record_saved_data(args.save_logits, data)
         else:
             meta_path = args.from_logits / "meta.json"
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
