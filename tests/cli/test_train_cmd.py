@@ -107,8 +107,8 @@ def test_crf_end_to_end_from_the_command_line(tmp_path: Path, capsys) -> None:
 
 
 def test_classifier_lr_mult_help_is_not_contradictory() -> None:
-    sub = build_parser()._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
-    (action,) = [a for a in sub._actions if "--classifier-lr-mult" in a.option_strings]  # noqa: SLF001
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    (action,) = [a for a in sub._actions if "--classifier-lr-mult" in a.option_strings]
     assert "paper: 0.01" not in action.help and "(default 10.0)" in action.help
     assert "10" in action.help.split("(default")[0]
 
