@@ -26,6 +26,10 @@ COMPILE_MESSAGE = (
     "compiling the CRF kernels with numba (once after installing, about 20-30 s; "
     "later runs load them from numba's cache)..."
 )
+LOAD_MESSAGE = (
+    "loading the CRF kernels (numba compiles them once after installing, then loads them "
+    "from its cache)..."
+)
 
 
 def say(message: str) -> None:
@@ -91,7 +95,8 @@ def prepare_crf(params: Any, *, quiet: bool = False) -> None:
         return
     with contextlib.ExitStack() as stack:
         if not quiet:
-            stack.enter_context(notice_after(1.5, COMPILE_MESSAGE))
+            message = LOAD_MESSAGE if cached else COMPILE_MESSAGE
+            stack.enter_context(notice_after(1.5, message))
         dense_crf_from_logits(image, logits, params.replace(iterations=2))
 
 
