@@ -59,9 +59,10 @@ def check_params(params: CRFParams, args: argparse.Namespace) -> CRFParams:
     for opt in ("w1", "w2"):
         value = getattr(params, opt)
         if not abs(value) <= MAX_COMPAT:
-            where = f"--{opt} {value:g}" if getattr(args, opt, None) is not None else (
-                f"{opt} = {value:g} (from --crf {args.crf})"
-            )
+            if getattr(args, opt, None) is not None:
+                where = f"--{opt} {value:g}"
+            else:
+                where = f"{opt} = {value:g} (from --crf {args.crf})"
             raise ValueError(f"{where}: must be within +-{MAX_COMPAT:g}")
     return params
 

@@ -14,6 +14,7 @@ Not a subcommand. Three rules the commands follow through these helpers:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["close_bar", "crf_kernels_cached", "notice_after", "prepare_crf", "progress_bar"]
+
+log = logging.getLogger(__name__)
 
 COMPILE_MESSAGE = (
     "compiling the CRF kernels with numba (once after installing, about 20-30 s; "
@@ -87,17 +90,24 @@ def prepare_crf(params: Any, *, quiet: bool = False) -> None:
     image[:, 8:] = 255
     logits = np.zeros((2, 16, 16), np.float32)
     logits[0, :, :8] = 1.0
+    def warm_up() -> None:
+        try:
+            dense_crf_from_logits(image, logits, params.replace(iterations=2))
+        except (MemoryError, ValueError) as exc:
+            # Best effort: the real work meets the same limit and reports it per image.
+            log.debug("CRF warm-up skipped: %s", exc)
+
     cached = crf_kernels_cached()
     if cached is False and not quiet:
         say(COMPILE_MESSAGE)
-        dense_crf_from_logits(image, logits, params.replace(iterations=2))
+        warm_up()
         say("CRF kernels compiled and cached")
         return
     with contextlib.ExitStack() as stack:
         if not quiet:
             message = LOAD_MESSAGE if cached else COMPILE_MESSAGE
             stack.enter_context(notice_after(1.5, message))
-        dense_crf_from_logits(image, logits, params.replace(iterations=2))
+        warm_up()
 
 
 def progress_bar(*, disable: bool = False, **options: Any) -> Any:
