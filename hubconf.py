@@ -3,10 +3,14 @@
     model = torch.hub.load("/path/to/deeplab", "deeplab_largefov", source="local")
     model = torch.hub.load("/path/to/deeplab", "deeplab_largefov", source="local",
                            weights="deeplab-largefov-voc12")  # a converted checkpoint
+    model = torch.hub.load("/path/to/deeplab", "deeplab_largefov_tiny", source="local")
+                                                    # the shipped trained tiny model
 
 Every entry point takes ``num_classes`` (default 21) and ``weights`` (``None``, a checkpoint
 path, or a registered weights name found in ``$DEEPLAB_WEIGHTS_DIR``); nothing is ever
-downloaded. Models expect Caffe-convention input (BGR, 0..255, mean-subtracted, see
+downloaded. ``deeplab_largefov_tiny`` defaults to ``weights="shipped"``: the checkpoint in
+``src/deeplab/assets`` (6 synthetic-scene classes); ``weights=None`` gives a fresh one.
+Models expect Caffe-convention input (BGR, 0..255, mean-subtracted, see
 ``deeplab.models.to_model_input``) and return stride-8 logits.
 """
 
@@ -49,4 +53,31 @@ deeplab_4x4 = _entry("deeplab-4x4")
 deeplab_largefov = _entry("deeplab-largefov")
 deeplab_msc = _entry("deeplab-msc")
 deeplab_msc_largefov = _entry("deeplab-msc-largefov")
-deeplab_largefov_tiny = _entry("deeplab-largefov-tiny")
+
+
+def deeplab_largefov_tiny(
+    *, num_classes: int | None = None, weights: str | None = "shipped"
+) -> _Any:
+    """DeepLab-LargeFOV (tiny): the CPU demo network, by default with the shipped weights.
+
+    Args: weights: "shipped" (default: trained on synthetic 128x128 scenes, 6 classes:
+    background, disc, square, triangle, ring, cross; not for photographs), None (fresh
+    init), or a checkpoint path / registered weights name; num_classes: for a fresh
+    network (default 21), else it must match the checkpoint.
+    """
+    if weights != "shipped":
+        return _models.build_model(
+            "deeplab-largefov-tiny", num_classes=num_classes or 21, weights=weights
+        )
+    from deeplab.segment import shipped_weights
+
+    path = shipped_weights()
+    if path is None:
+        raise FileNotFoundError("this checkout has no src/deeplab/assets checkpoint")
+    model = _models.load_model(path)
+    if num_classes is not None and num_classes != model.num_classes:
+        raise ValueError(
+            f"the shipped checkpoint has {model.num_classes} classes, not {num_classes}: "
+            "pass weights=None for a fresh network"
+        )
+    return model

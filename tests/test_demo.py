@@ -97,13 +97,15 @@ def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Pa
     assert "report:" in printed and "total" in printed
     html = (out / "report.html").read_text()
     images = _images(html)
-    # 1 trimap figure + 2 scenes x (4 panels + 4 belief maps).
-    assert len(images) == 1 + 2 * 8
+    # 1 trimap figure, 2 confusion matrices + 2 scenes x (4 panels + 4 belief maps + the
+    # belief maps' colour bar).
+    assert len(images) == 1 + 2 + 2 * 9
     for data in images:
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
     assert "http://" not in html and "https://" not in html
-    for text in ("Mean IoU", "DCNN+CRF", "CRF iteration 10", "triangle", "Trimap"):
+    for text in ("Mean IoU", "DCNN+CRF", "CRF iteration 10", "triangle", "Trimap",
+                 "Confusion matrix, DCNN", "Confusion matrix, DCNN+CRF", "colour scale"):
         assert text in html
     results = json.loads((out / "results.json").read_text())
     assert results["crf_params"]["iterations"] == 4
@@ -174,3 +176,41 @@ def test_train_recipe_and_size_come_from_the_shipped_checkpoint(
     recipe = demo_recipe()
     assert (recipe.lr, recipe.iterations, recipe.lr_step, recipe.crop) == (0.02, 1000, 800, 129)
     assert demo_recipe(500).lr_step == 400  # the step moves with the run's length
+
+
+def test_panels_show_scenes_where_the_network_finds_the_main_class() -> None:
+    from deeplab.demo import panel_scenes
+    from deeplab.models import load_model
+    from deeplab.predict import Predictor
+    from deeplab.segment import shipped_weights
+
+    path = shipped_weights()
+    assert path is not None
+    predictor = Predictor(load_model(path))
+    scenes = SyntheticScenes(12, size=(128, 128), seed=1)  # the demo's held-out family
+
+    def found(i: int) -> float:
+        label = scenes[i].label
+        cls = main_class(label, 6)
+        dcnn = predictor.logits(scenes[i].image).argmax(0)
+        return float((dcnn[label == cls] == cls).mean()) if cls else 0.0
+
+    # Taken in order, half of the first four scenes would show an object the network missed.
+    assert sum(found(i) < 0.3 for i in range(4)) >= 2
+    picked = panel_scenes(predictor, scenes, 4, 6)
+    assert len(picked) == 4 and len(set(picked)) == 4
+    assert all(found(i) >= 0.3 for i in picked)
+    # Too few such scenes: the others fill in, scenes with an object first.
+    assert len(panel_scenes(predictor, scenes, 12, 6)) == 12
+
+
+def test_colour_bar_runs_from_one_to_zero() -> None:
+    from deeplab.report import belief_image, colour_bar
+
+    html = colour_bar()
+    (src,) = re.findall(r'src="([^"]*)"', html)
+    with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+        strip = np.array(im.convert("RGB"))
+    np.testing.assert_array_equal(strip[0, 0], belief_image(np.ones((1, 1)))[0, 0])
+    np.testing.assert_array_equal(strip[-1, 0], belief_image(np.zeros((1, 1)))[0, 0])
+    assert html.index("1.0") < html.index("0.5") < html.index("0.0")

@@ -330,11 +330,12 @@ def test_interrupted_search_resumes_to_the_same_table(
 
     runs = 16  # CRF runs (set x image) before the interruption: inside round 1
 
+    parts = tmp_path / "parts"
+
     def stop_after_runs(done: int, planned: int) -> None:
         if done == runs:
             raise StopError
 
-    parts = tmp_path / "parts"
     with pytest.raises(StopError):
         search(folder, scenes, parts, space, progress=stop_after_runs, **options)
     # Sets finished before it: no-CRF, round 0 and some of round 1 (those of a lattice
@@ -344,18 +345,19 @@ def test_interrupted_search_resumes_to_the_same_table(
     # A run killed while writing leaves half a line: it is dropped, not misread.
     with open(parts / SEARCH_LOG, "a") as handle:
         handle.write('{"type": "result", "key": "w1=')
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
     result, _ = tune_crf(
         folder,
         scenes,
         parts,
         space,
-        progress=lambda done, planned: seen.append(planned),
+        progress=lambda done, planned: seen.append((done, planned)),
         **options,
     )
     total = len(result.ranking) + 1
     assert result.computed == total - k
-    assert seen[-1] == 2 * (total - k)  # only the missing sets were planned
+    # The sets already in the log count as done from the first call on.
+    assert seen[1][0] == 2 * 5 and seen[-1][0] == seen[-1][1]
     assert _table(parts) == _table(whole)
     # Once complete, a rerun computes nothing.
     again, _ = tune_crf(folder, scenes, parts, space, **options)
@@ -412,3 +414,81 @@ def test_worker_that_cannot_load_reports_why(
     save_logits(other, "scene_000000", np.zeros((6, 13, 13), np.float32), (90, 96), (97, 97))
     with pytest.raises(ValueError, match="saved scores are for"):
         search(other, scenes, tmp_path / "c", space, rounds=0, workers=1)
+
+
+# --------------------------------------------------------------------------- first-hour fixes
+
+
+def test_heatmap_titles_fit_inside_the_figure() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from deeplab.tune import heatmap_figure
+
+    # The narrowest figure: one panel of a 2x2 grid, long numbers in the titles.
+    space = SearchSpace(w1=Range(20, 20), theta_alpha=Range(6, 7, 1), theta_beta=Range(6.5, 7.5, 1))
+    ranking = [_entry(p, [[50 + i, 5], [5, 50]]) for i, p in enumerate(space.grid())]
+    result = TuneResult(ranking=rank_entries(ranking), no_crf=ranking[0], reference=None,
+                        reference_name=None, space=space, rounds=0, images=["a"] * 60,
+                        class_names=("x", "y"), computed=1, seconds=0.0)  # fmt: skip
+    fig = heatmap_figure(result)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if a_text(t)]
+    titles = [t for t in texts if "best" in t.get_text()]
+    assert len(titles) == 2  # the figure's title and the panel's
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1, text.get_text()
+        assert extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1, text.get_text()
+
+
+def a_text(artist: object) -> bool:
+    get = getattr(artist, "get_text", None)
+    return callable(get) and isinstance(get(), str) and bool(get().strip())
+
+
+def test_no_range_note_when_sets_tie() -> None:
+    space = SearchSpace(w1=Range(4, 6, 1), theta_alpha=Range(50, 70, 10), theta_beta=Range(3, 5, 1))
+    none = _entry(CRFParams(), [[5, 5], [5, 5]])
+
+    def notes(matrices: list[list[list[int]]]) -> list[str]:
+        ranking = [_entry(p, m) for p, m in zip(space.grid(), matrices, strict=False)]
+        return TuneResult(ranking=rank_entries(ranking), no_crf=none, reference=None,
+                          reference_name=None, space=space, rounds=0, images=["a"],
+                          class_names=("x", "y"), computed=1,
+                          seconds=0.0).notes()  # fmt: skip
+
+    same = [[[9, 1], [1, 9]]] * space.size()
+    assert notes(same) == [
+        f"all {space.size()} parameter sets score the same mean IoU (81.82%): these ranges "
+        "make no difference on these images; try other ranges or more images"
+    ]
+    # The smallest values tie with inside ones: the edge is no reason to widen the range.
+    tied = [[[9, 1], [1, 9]]] * (space.size() // 2) + [[[8, 2], [2, 8]]] * space.size()
+    assert not [n for n in notes(tied) if "wider range" in n]
+    # A clear winner on the smallest w1: one note, for w1 only.
+    edge = [[[10, 0], [0, 10]]] + [[[8, 2], [2, 8]]] * (space.size() - 1)
+    assert [n.split()[1] for n in notes(edge)] == ["w1", "theta_alpha", "theta_beta"]
+
+
+def test_progress_total_is_known_from_the_start(
+    tmp_path: Path, saved: tuple[Path, SyntheticScenes]
+) -> None:
+    folder, scenes = saved
+    # Refinement windows that never reach theta <= 0, so no round is clipped.
+    space = SearchSpace(w1=Range(2, 4, 2), theta_alpha=Range(60, 100, 40),
+                        theta_beta=Range(25, 25), iterations=2)  # fmt: skip
+    calls: list[tuple[int, int]] = []
+    search(folder, scenes, tmp_path, space, rounds=1,
+           progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    totals = {total for _, total in calls}
+    assert totals == {3 * (1 + 4 + 25)}  # images x (no CRF + coarse grid + refinement)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == 3 * 30
+    # Resumed: everything is found in the log and counts as done at once.
+    calls.clear()
+    search(folder, scenes, tmp_path, space, rounds=1,
+           progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    assert calls[-1] == (90, 90) and {t for _, t in calls} == {90}

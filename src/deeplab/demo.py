@@ -40,6 +40,7 @@ __all__ = [
     "DemoResult",
     "demo_recipe",
     "main_class",
+    "panel_scenes",
     "run_demo",
     "scene_panel",
     "shipped_training",
@@ -224,6 +225,34 @@ def scene_panel(
     )
 
 
+def panel_scenes(
+    predictor: Predictor, scenes: Any, count: int, num_classes: int, min_found: float = 0.3
+) -> list[int]:
+    """Indices of ``count`` scenes to show: first those whose main object class the network
+    finds (its argmax covers at least ``min_found`` of that class's pixels), so that the
+    belief maps show the class where it is; then, if too few, other scenes with an
+    object, then any. A scene whose object the network misses would show belief maps of
+    an absent class, uniformly near 0."""
+    found: list[int] = []
+    with_object: list[int] = []
+    others: list[int] = []
+    for i in range(len(scenes)):
+        if len(found) >= count:
+            break
+        label = scenes[i].label
+        cls = main_class(label, num_classes)
+        if cls == 0:
+            others.append(i)
+            continue
+        truth = label == cls
+        dcnn = predictor.logits(scenes[i].image).argmax(0)
+        if float((dcnn[truth] == cls).mean()) >= min_found:
+            found.append(i)
+        else:
+            with_object.append(i)
+    return (found + with_object + others)[:count]
+
+
 def _panel_strip(panel: ScenePanel) -> np.ndarray:
     from deeplab.data.classes import colorize
 
@@ -281,12 +310,12 @@ def run_demo(
     predictor = Predictor(model)
     panels = []
     count = min(opts.panels, opts.scenes)
-    for i in range(count):
+    for n, i in enumerate(panel_scenes(predictor, scenes, count, len(class_names))):
         panel = scene_panel(predictor, scenes[i], params, class_names)
         panels.append(panel)
         save_png(out / "scenes" / f"{panel.name}.png", _panel_strip(panel))
         if progress is not None:
-            progress("panels", i + 1, count)
+            progress("panels", n + 1, count)
     seconds["panels"] = time.perf_counter() - t
 
     if result.crf is None or "trimap" not in paths:
@@ -299,6 +328,17 @@ def run_demo(
             "the object boundaries (the void band of the ground truth).",
         )
     ]
+    for key, name in (("confusion", "DCNN"), ("confusion_crf", "DCNN+CRF")):
+        if key in paths:
+            figures.append(
+                Figure(
+                    f"Confusion matrix, {name}",
+                    paths[key].read_bytes(),
+                    "Rows: true class, columns: predicted class, over all held-out scenes; "
+                    "each row sums to 100% (the share of that class's pixels given each "
+                    f"label; void not counted). {paths[key].name} in the output folder.",
+                )
+            )
     curve = out / "train" / "training_curve.png"
     if opts.train and curve.is_file():
         figures.append(Figure("Training curve", curve.read_bytes()))

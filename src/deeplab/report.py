@@ -33,6 +33,7 @@ __all__ = [
     "ReportData",
     "ScenePanel",
     "belief_image",
+    "colour_bar",
     "png_bytes",
     "png_data_uri",
     "render_html",
@@ -118,6 +119,9 @@ figure{margin:0}figcaption{font-size:.85em;text-align:center;color:#555}
 img.px{image-rendering:pixelated;width:220px}.swatch{display:inline-block;width:1em;
 height:1em;vertical-align:middle;border:1px solid #999;margin-right:.3em}
 .legend span{margin-right:1em;white-space:nowrap}img.plot{max-width:100%}
+.cbar{display:flex;gap:.3em;align-items:stretch}img.cbar{width:16px;height:220px;
+image-rendering:pixelated;border:1px solid #999}.ticks{display:flex;flex-direction:column;
+justify-content:space-between;height:220px;font-size:.8em}
 """
 
 
@@ -165,6 +169,17 @@ def _tile(image: np.ndarray, caption: str) -> str:
     )
 
 
+def colour_bar(cmap: str = "jet", height: int = 128) -> str:
+    """HTML of the belief maps' colour scale: a vertical strip from 1 (top) to 0 with ticks."""
+    strip = np.repeat(np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None], 4, axis=1)
+    ticks = "".join(f"<span>{v}</span>" for v in ("1.0", "0.5", "0.0"))
+    return (
+        f'<figure><div class="cbar"><img class="cbar" alt="colour scale, 0 to 1" '
+        f'src="{png_data_uri(belief_image(strip, cmap))}"><div class="ticks">{ticks}</div>'
+        "</div><figcaption>probability</figcaption></figure>"
+    )
+
+
 def _panel(panel: ScenePanel) -> str:
     parts = [
         f"<h3>{_e(panel.name)}</h3>",
@@ -179,6 +194,7 @@ def _panel(panel: ScenePanel) -> str:
         parts.append(f"<p>Belief maps: probability of <b>{_e(panel.belief_class)}</b></p>")
         parts.append('<div class="row">')
         parts += [_tile(belief_image(p), title) for title, p in panel.beliefs]
+        parts.append(colour_bar())
         parts.append("</div>")
     return "\n".join(parts)
 

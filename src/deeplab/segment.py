@@ -142,13 +142,10 @@ def real_weights_hint(variant: str = "deeplab-largefov") -> str:
     record = records[0]
     target = weights_dir() / record.filename
     return (
-        f"To segment photographs, get real-image weights: download the authors' Caffe model "
-        f"for {name} ({record.source}), convert it with\n"
-        f"  deeplab convert FILE.caffemodel --variant {name} --out {target}\n"
-        f"and pass --model {name} --weights {record.name}; or train on PASCAL VOC:\n"
-        f"  deeplab train --model {name} --data voc --voc-root VOC2012 "
-        f"--sbd-root benchmark_RELEASE --out runs/{name}\n"
-        f"and pass --weights runs/{name}/model.safetensors."
+        f"for photographs, convert the authors' {name} Caffe model ({record.source}) with "
+        f"`deeplab convert FILE.caffemodel --variant {name} --out {target}` and pass "
+        f"`--model {name} --weights {record.name}`, or train on PASCAL VOC "
+        f"(`deeplab train --model {name} --data voc --voc-root VOC2012 ...`)"
     )
 
 
@@ -163,7 +160,7 @@ def _default_weights(model: str | None) -> str:
         if path is None:
             raise FileNotFoundError(
                 f"this installation has no shipped checkpoint deeplab/assets/{SHIPPED_WEIGHTS}; "
-                "pass --weights FILE (or 'none' for an untrained network).\n" + real_weights_hint()
+                "pass --weights FILE (or 'none' for an untrained network); " + real_weights_hint()
             )
         return os.fspath(path)
     variant = get_variant(model).name
@@ -172,7 +169,7 @@ def _default_weights(model: str | None) -> str:
         if record.variant == variant and record.class_names and found:
             return record.name
     raise FileNotFoundError(
-        f"no weights for {variant}: pass --weights FILE.\n" + real_weights_hint(variant)
+        f"no weights for {variant}: pass --weights FILE; " + real_weights_hint(variant)
     )
 
 
@@ -201,7 +198,7 @@ def load_network(
         path = weights_dir() / record.filename
         if not path.is_file():
             raise FileNotFoundError(
-                f"no converted checkpoint for {spec!r} at {path}.\n"
+                f"no converted checkpoint for {spec!r} at {path}; "
                 + real_weights_hint(record.variant)
             )
     else:

@@ -51,6 +51,7 @@ __all__ = [
     "SearchLog",
     "SearchSpace",
     "TuneResult",
+    "heatmap_figure",
     "param_key",
     "plot_heatmap",
     "rank_entries",
@@ -66,7 +67,8 @@ AXES: tuple[str, ...] = ("w1", "theta_alpha", "theta_beta", "w2", "theta_gamma")
 """The CRFParams fields a search may vary."""
 
 ProgressFn = Callable[[int, int], None]
-"""Called with (CRF runs finished, CRF runs planned so far) in this call of :func:`search`."""
+"""Called with (CRF runs done, CRF runs in the whole search) in this call of :func:`search`;
+runs whose parameter set the search log already holds count as done."""
 
 SEARCH_LOG = "search.jsonl"
 NO_CRF = "none"
@@ -239,6 +241,14 @@ def round_spaces(
     for _ in range(rounds):
         current = current.refine(best_of(current), window)
         yield current
+
+
+def planned_sizes(space: SearchSpace, rounds: int, window: float = 1.0) -> list[int]:
+    """Grid points of round 0 and of each refinement round, before clipping at the valid
+    domain (:meth:`SearchSpace.refine` keeps ``floor(2 window)`` new steps either side)."""
+    reach = math.floor(window * 2 + 1e-9)
+    searched = sum(not getattr(space, a).fixed for a in AXES)
+    return [space.size()] + [(2 * reach + 1) ** searched] * max(rounds, 0)
 
 
 # --------------------------------------------------------------------------- results
@@ -554,19 +564,36 @@ class TuneResult:
         return self.best.params
 
     def notes(self) -> list[str]:
-        """Hints on the ranges: an axis whose best value is the smallest or largest value
-        searched may do better further out; a reference that beats the best."""
+        """Hints on the ranges: every set scoring the same (the CRF makes no difference
+        there); an axis whose best value is the smallest or largest value searched, with no
+        equally good set inside the range, may do better further out; a reference that
+        beats the best."""
         out = []
-        for axis in AXES:
-            searched = sorted({_clean(getattr(e.params, axis)) for e in self.ranking if e.params})
-            value = _clean(getattr(self.best_params, axis))
-            if len(searched) < 2 or searched[0] < value < searched[-1]:
-                continue
-            side = "smallest" if value == searched[0] else "largest"
+        scores = [e.mean_iou for e in self.ranking]
+        if len(scores) > 1 and max(scores) - min(scores) <= 1e-12:
             out.append(
-                f"best {axis} = {value:g} is the {side} value searched "
-                f"({searched[0]:g}..{searched[-1]:g}): a wider range may find better values"
+                f"all {len(scores)} parameter sets score the same mean IoU "
+                f"({100 * scores[0]:.2f}%): these ranges make no difference on these images; "
+                "try other ranges or more images"
             )
+        else:
+            best_score = self.best.mean_iou
+            tied = [e.params for e in self.ranking if e.params and e.mean_iou >= best_score]
+            for axis in AXES:
+                searched = sorted(
+                    {_clean(getattr(e.params, axis)) for e in self.ranking if e.params}
+                )
+                values = {_clean(getattr(p, axis)) for p in tied}
+                if len(searched) < 2 or len(values) != 1:
+                    continue
+                value = values.pop()
+                if searched[0] < value < searched[-1]:
+                    continue
+                side = "smallest" if value == searched[0] else "largest"
+                out.append(
+                    f"best {axis} = {value:g} is the {side} value searched "
+                    f"({searched[0]:g}..{searched[-1]:g}): a wider range may find better values"
+                )
         if self.reference is not None and self.reference.mean_iou > self.best.mean_iou:
             out.append(
                 f"the reference ({self.reference_name or 'given'}) scores higher than every "
@@ -611,24 +638,28 @@ def search(
     n = len(picks)
     book = SearchLog(Path(out_dir) / SEARCH_LOG, names, dataset.class_names)
     resumed = len(book.entries)
-    done_runs = planned = 0
+    refs: list[CRFParams | None] = [None] + ([reference] if reference is not None else [])
+    # The bar's total is known up front (a refinement round's size does not depend on where
+    # the best point is, only clipping at theta > 0 can shrink it); sets found in the log
+    # count as done at once, so the total never jumps as rounds start.
+    estimates = [len({param_key(p) for p in refs}), *planned_sizes(space, rounds, window)]
+    planned = n * sum(estimates)
+    done_runs = 0
     runner: _Runner | None = None
 
-    def score(params_list: Sequence[CRFParams | None], round_: int | None) -> None:
+    def score(params_list: Sequence[CRFParams | None], round_: int | None, estimate: int) -> None:
         nonlocal runner, done_runs, planned
-        todo: dict[str, CRFParams | None] = {}
-        for p in params_list:
-            key = param_key(p)
-            if key not in book.entries:
-                todo.setdefault(key, p)
+        keys = {param_key(p): p for p in params_list}
+        todo = {key: p for key, p in keys.items() if key not in book.entries}
+        planned += n * (len(keys) - estimate)
+        done_runs += n * (len(keys) - len(todo))
+        if progress is not None:
+            progress(done_runs, planned)
         if not todo:
             return
         if runner is None:
             runner = _Runner(workers, dataset, os.fspath(folder), picks, k)
-        planned += len(todo) * n
         log.info("round %s: %d parameter sets x %d images", round_, len(todo), n)
-        if progress is not None:
-            progress(done_runs, planned)
         sums = {key: np.zeros((k, k), dtype=np.int64) for key in todo}
         counts = dict.fromkeys(todo, 0)
         for key, _, matrix in runner.run(group_tasks(todo, n)):
@@ -649,11 +680,10 @@ def search(
 
     spaces_so_far: list[SearchSpace] = []
     try:
-        refs: list[CRFParams | None] = [None] + ([reference] if reference is not None else [])
-        score(refs, None)
+        score(refs, None, estimates[0])
         for number, current in enumerate(round_spaces(space, rounds, best_of, window)):
             spaces_so_far.append(current)
-            score(current.grid(), number)
+            score(current.grid(), number, estimates[number + 1])
     except BaseException:
         if runner is not None:
             runner.close(terminate=True)
@@ -688,8 +718,9 @@ def search(
         result.best.mean_iou,
         result.no_crf.mean_iou,
     )
+    # The notes are the caller's to show (the command line prints them once).
     for note in result.notes():
-        log.warning("%s", note)
+        log.info("%s", note)
     return result
 
 
@@ -779,9 +810,15 @@ def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
     When the best w1 came from a refinement round (so its slice holds only the refinement
     window), a first panel shows the coarse grid at its own best w1 for the wider view.
     """
-    from matplotlib.figure import Figure
-
     from deeplab.metrics.plots import save_figure
+
+    return save_figure(heatmap_figure(result), path)
+
+
+def heatmap_figure(result: TuneResult) -> Any:
+    """The matplotlib Figure :func:`plot_heatmap` saves. Titles are on two lines so that
+    they fit the narrowest figure (one panel of a small grid)."""
+    from matplotlib.figure import Figure
 
     best = result.best
     coarse_keys = {param_key(p) for p in result.space.grid()}
@@ -797,7 +834,8 @@ def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
                 (
                     coarse,
                     coarse[0],
-                    f"coarse grid, w1 = {_fmt(top.w1)}: best there {100 * coarse[0].mean_iou:.2f}%",
+                    f"coarse grid, w1 = {_fmt(top.w1)}\nbest there "
+                    f"{100 * coarse[0].mean_iou:.2f}%",
                 )
             )
     p = result.best_params
@@ -806,7 +844,7 @@ def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
             result.ranking,
             best,
             f"all rounds, w1 = {_fmt(p.w1)}, w2 = {_fmt(p.w2)}, "
-            f"$\\theta_\\gamma$ = {_fmt(p.theta_gamma)}: best {100 * best.mean_iou:.2f}%",
+            f"$\\theta_\\gamma$ = {_fmt(p.theta_gamma)}\nbest {100 * best.mean_iou:.2f}%",
         )
     )
     sizes = [heatmap_slice(entries, b.params)[2].shape for entries, b, _ in panels if b.params]
@@ -817,11 +855,11 @@ def plot_heatmap(result: TuneResult, path: str | os.PathLike[str]) -> Path:
     for ax, (entries, b, title) in zip(axes, panels, strict=True):
         _heatmap_panel(fig, ax, entries, b, title)
     fig.suptitle(
-        f"CRF search on {len(result.images)} images: mean IoU (%), best in red; "
-        f"no CRF {100 * result.no_crf.mean_iou:.2f}%",
+        f"CRF search on {len(result.images)} images: mean IoU (%)\n"
+        f"best in red; no CRF {100 * result.no_crf.mean_iou:.2f}%",
         fontsize=10,
     )
-    return save_figure(fig, path)
+    return fig
 
 
 def report_dict(result: TuneResult) -> dict[str, Any]:

@@ -104,3 +104,41 @@ def test_crf_end_to_end_from_the_command_line(tmp_path: Path, capsys) -> None:
     assert main(["train", *TINY, "--out", str(tmp_path / "bad"), "--crf-end-to-end",
                  "--crf", "no-such-preset"]) == 1  # fmt: skip
     assert "neither a preset" in capsys.readouterr().err
+
+
+def test_classifier_lr_mult_help_is_not_contradictory() -> None:
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    (action,) = [a for a in sub._actions if "--classifier-lr-mult" in a.option_strings]
+    assert "paper: 0.01" not in action.help and "(default 10.0)" in action.help
+    assert "10" in action.help.split("(default")[0]
+
+
+def test_a_failed_start_leaves_no_config(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    missing = tmp_path / "missing.safetensors"
+    assert main(["train", *TINY, "--init", str(missing), "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.safetensors" in err[0]
+    assert not (run / "config.json").exists()
+
+
+def test_a_run_that_collapses_to_one_class_ends_with_a_warning(tmp_path: Path, capsys) -> None:
+    from deeplab.models import build_model, save_model
+
+    # A network whose classifier favours the background by far: after two tiny steps it
+    # still predicts nothing else.
+    net = build_model("deeplab-largefov-tiny", num_classes=6)
+    with torch.no_grad():
+        net.fc8.bias[0] = 1e3
+    start = tmp_path / "background.safetensors"
+    save_model(net, start, source="test")
+    run = tmp_path / "run"
+    argv = [*TINY, "--init", str(start), "--lr", "1e-9", "--out", str(run)]
+    assert main(["train", *argv]) == 0
+    captured = capsys.readouterr()
+    assert "finished at iteration 2/2" in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert "warning" in last and "only 'background'" in last and "collapsed" in last
+    # A run that does not collapse says nothing of the kind.
+    assert main(["train", *TINY, "--out", str(tmp_path / "fresh")]) == 0
+    assert "collapsed" not in capsys.readouterr().err

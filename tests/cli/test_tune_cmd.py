@@ -109,8 +109,26 @@ def test_options_and_errors(tmp_path: Path, logits: Path, capsys) -> None:
     assert "below its start" in capsys.readouterr().err
     assert main(["tune-crf", "--logits", str(tmp_path / "nothing"), "--out", str(tmp_path / "v"),
                  *grid, *DATA]) == 1  # fmt: skip
-    assert "saved-logits folder not found" in capsys.readouterr().err
+    assert "--logits" in (err := capsys.readouterr().err) and "no such folder" in err
     # Another image set in the same folder is refused rather than mixed in.
     assert main(["tune-crf", "--logits", str(logits), "--out", str(out), "--reference", "none",
                  "--num-images", "3", *grid, *DATA]) == 1  # fmt: skip
     assert "other images" in capsys.readouterr().err
+
+
+def test_saved_scores_record_their_scenes(tmp_path: Path, logits: Path, capsys) -> None:
+    meta = json.loads((logits / "meta.json").read_text())
+    assert meta["data"]["synthetic_size"] == [48, 48] and meta["data"]["synthetic_count"] == 3
+    # Neither the tuner nor re-scoring needs the data options again.
+    grid = [*GRID[:8], "--rounds", "0", "--workers", "0", "--no-progress"]
+    out = tmp_path / "t"
+    assert main(["tune-crf", "--logits", str(logits), "--out", str(out), *grid]) == 0
+    assert json.loads((out / "ranking.json").read_text())["num_images"] == 3
+    captured = capsys.readouterr()
+    notes = [line for line in captured.out.splitlines() if "wider range" in line]
+    assert len(set(notes)) == len(notes)  # each note once
+    assert "wider range" not in captured.err  # not logged a second time
+    code = main(["evaluate", "--from-logits", str(logits), "--crf", str(out / "best_crf.json"),
+                 "--out", str(tmp_path / "e"), "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["num_images"] == 3

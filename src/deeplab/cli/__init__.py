@@ -3,6 +3,10 @@
 Each subcommand lives in its own module of this package and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func`` to a
 callable ``run(args) -> int``.
+
+What a user sees is kept short: an error is one line (``deeplab CMD: error: ...``, no usage
+block), printed after any progress bar has been cleared; a start-up that is silent for
+more than a second (importing PyTorch, a first run after installing) says so.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import argparse
 import importlib
 import logging
 import sys
+import threading
+from typing import NoReturn
 
 # One module per subcommand, in the order `deeplab --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,9 +31,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.export_cmd",
 )
 
+STARTUP_NOTICE_S = 1.5
+"""Seconds of silence before the command line says it is still starting up."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the option (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="deeplab",
         description="DeepLab v1 networks and the fully connected CRF.",
     )
@@ -38,9 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: object) -> str:
+    """A message on one line: the lines of a multi-line text joined with '; '."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Building the parser imports PyTorch (seconds on a busy machine, more on the first run
+    # after installing, when Python compiles the package): say so instead of looking hung.
+    notice = threading.Timer(
+        STARTUP_NOTICE_S,
+        lambda: print(
+            "deeplab: loading PyTorch (the first run after installing takes longer)...",
+            file=sys.stderr,
+            flush=True,
+        ),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    finally:
+        notice.cancel()
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -49,5 +85,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, MemoryError) as exc:
-        print(f"deeplab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"deeplab {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1

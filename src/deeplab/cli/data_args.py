@@ -8,11 +8,20 @@ of ``base`` (a run's recorded data source on ``--resume``) or the command's defa
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 from deeplab.train.data import DATA_KINDS, DataSpec
 
-__all__ = ["add_data_options", "add_threads_option", "apply_threads", "data_spec_from_args"]
+__all__ = [
+    "add_data_options",
+    "add_threads_option",
+    "apply_threads",
+    "data_spec_from_args",
+    "record_saved_data",
+    "saved_data",
+]
 
 # option dest -> DataSpec field
 _FIELDS = {
@@ -92,3 +101,34 @@ def apply_threads(args: argparse.Namespace) -> None:
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     # After numba: launching its OpenMP pool resets torch's thread count to all cores.
     set_torch_thread_cap(int(threads))
+
+
+def record_saved_data(folder: Path, data: DataSpec) -> None:
+    """Add the data source to a --save-logits folder's meta.json, so that re-scoring the
+    saved scores (`evaluate --from-logits`, `tune-crf`) needs no data option repeated."""
+    from deeplab.evaluate import LOGITS_META
+    from deeplab.io_utils import atomic_write_text
+
+    path = Path(folder) / LOGITS_META
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    meta["data"] = data.to_dict()
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+
+
+def saved_data(folder: Path) -> DataSpec | None:
+    """The data source a --save-logits folder records (None: an older folder without it)."""
+    from deeplab.evaluate import LOGITS_META
+
+    path = Path(folder) / LOGITS_META
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get("data")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{path}: not a JSON object") from None
+    if not isinstance(record, dict):
+        return None
+    try:
+        return DataSpec.from_dict(record)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad 'data' record: {exc}") from None

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from deeplab.cli.crf_cmd import PARAM_OPTIONS, add_param_options
 from deeplab.cli.data_args import add_threads_option, apply_threads
+from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar, say
 from deeplab.crf import CRFParams
 
 
@@ -81,14 +82,17 @@ def _crf(args: argparse.Namespace) -> CRFParams | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from deeplab.demo import DemoOptions, run_demo
+    from deeplab.segment import shipped_crf_params
 
     start = time.perf_counter()
     apply_threads(args)
-    if args.scenes < 1 or args.panels < 0:
-        raise ValueError("--scenes must be >= 1 and --panels >= 0")
+    if args.scenes < 1:
+        raise ValueError(f"--scenes {args.scenes}: must be >= 1")
+    if args.panels < 0:
+        raise ValueError(f"--panels {args.panels}: must be >= 0")
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
     options = DemoOptions(
         scenes=args.scenes,
         seed=args.seed,
@@ -100,7 +104,13 @@ def run(args: argparse.Namespace) -> int:
         crf=_crf(args),
         workers=args.workers,
     )
-    bars: dict[str, tqdm] = {}
+    what = "train deeplab-largefov-tiny here, then score it" if args.train else (
+        f"score {args.weights or 'the shipped deeplab-largefov-tiny checkpoint'}"
+    )
+    say(f"deeplab demo: {what} on {args.scenes} held-out synthetic scenes, without and "
+        f"with the CRF -> {args.out}/report.html")  # fmt: skip
+    prepare_crf(options.crf or shipped_crf_params() or CRFParams.preset("deeplab-largefov"))
+    bars: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         if args.no_progress:
@@ -108,20 +118,17 @@ def run(args: argparse.Namespace) -> int:
         if stage not in bars:
             for bar in bars.values():
                 bar.close()
-            bars[stage] = tqdm(
-                total=total,
-                desc=stage,
-                unit="it" if stage == "train" else "img",
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
+            unit = "it" if stage == "train" else "img"
+            bars[stage] = progress_bar(total=total, desc=stage, unit=unit)
         bars[stage].update(done - bars[stage].n)
 
+    ok = False
     try:
         result = run_demo(args.out, options, progress)
+        ok = True
     finally:
         for bar in bars.values():
-            bar.close()
+            close_bar(bar, failed=not ok)
     ev = result.evaluation
     crf = ev.crf
     if crf is None:

@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ from deeplab.cli.data_args import (
     add_threads_option,
     apply_threads,
     data_spec_from_args,
+    record_saved_data,
+    saved_data,
 )
 from deeplab.crf import CRFParams
 
@@ -98,8 +99,7 @@ def _store_key(args: argparse.Namespace, crf: CRFParams | None, info: dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
     from deeplab.distributed import setup
     from deeplab.evaluate import ScoreStore, evaluate, evaluate_saved
     from deeplab.models import build_model, get_variant, load_model
@@ -108,19 +108,27 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     if (args.weights is None) == (args.from_logits is None):
         raise ValueError("give exactly one of --weights and --from-logits")
-    data = data_spec_from_args(args, split="val", synthetic_seed=1, synthetic_count=100)
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    if args.from_logits is not None and not args.from_logits.is_dir():
+        raise FileNotFoundError(f"--from-logits {args.from_logits}: no such folder")
+    # Re-scoring saved scores: the data they were saved for, unless options say otherwise.
+    saved = saved_data(args.from_logits) if args.from_logits is not None else None
+    data = data_spec_from_args(args, saved, split="val", synthetic_seed=1, synthetic_count=100)
     dataset = build_dataset(data)
     ctx = setup(args.device if args.weights is not None else "cpu")
+    bar = None
+    ok = False
     try:
-        bar = None
-        if ctx.is_main and not args.no_progress:
-            total = len(range(ctx.rank, len(dataset), ctx.world_size))
-            bar = tqdm(total=total, unit="img", desc="evaluate", dynamic_ncols=True,
-                       file=sys.stderr)  # fmt: skip
 
         def progress(done: int) -> None:
-            if bar is not None:
-                bar.update(done - bar.n)
+            nonlocal bar
+            if not ctx.is_main or args.no_progress:
+                return
+            if bar is None:  # drawn once scoring has started, never before an error
+                total = len(range(ctx.rank, len(dataset), ctx.world_size))
+                bar = progress_bar(total=total, unit="img", desc="evaluate")
+            bar.update(done - bar.n)
 
         info: dict[str, Any] = {"data": data.to_dict(), "world_size": ctx.world_size}
 
@@ -139,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 model = load_model(args.weights)
             preset = model.variant.crf_preset
             crf = _crf_params(args, preset)
+            prepare_crf(crf, quiet=not ctx.is_main)
             info.update(model=model.variant.name, weights=os.fspath(args.weights))
             method = args.method or model.variant.paper_name
             if method.startswith("("):
@@ -150,25 +159,30 @@ def run(args: argparse.Namespace) -> int:
                 trimap=args.trimap, pad_to=args.pad_to, progress=progress, ctx=ctx,
                 store=store,
             )  # fmt: skip
+            if args.save_logits is not None and ctx.is_main:
+                record_saved_data(args.save_logits, data)
         else:
             meta_path = args.from_logits / "meta.json"
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             name = args.model or meta.get("model")
             preset = get_variant(name).crf_preset if name else None
             crf = _crf_params(args, preset)
+            prepare_crf(crf, quiet=not ctx.is_main)
             info.update(model=name, from_logits=os.fspath(args.from_logits))
             method = args.method or (name or "DeepLab")
             store = open_store(crf)
             result = evaluate_saved(args.from_logits, dataset, crf, args.workers,
                                     trimap=args.trimap, progress=progress, ctx=ctx,
                                     store=store)  # fmt: skip
-        if bar is not None:
-            bar.close()
+        close_bar(bar, failed=False)
+        ok = True
         if ctx.is_main:
             result.write(args.out, method, **info)
             store.remove()
             print(result.markdown(method))
             print(f"{result.num_images} images in {result.seconds:.1f} s -> {args.out}")
     finally:
+        if not ok:
+            close_bar(bar, failed=True)
         ctx.close()
     return 0

@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from deeplab.cli.crf_cmd import PARAM_OPTIONS, add_param_options
+from deeplab.cli.crf_cmd import add_param_options, apply_param_options, check_params
 from deeplab.cli.data_args import add_threads_option, apply_threads
+from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
 from deeplab.crf import CRFParams
 from deeplab.segment import NetworkInfo, real_weights_hint, resolve_crf
 
@@ -64,17 +65,28 @@ def pick_device(spec: str) -> str:
     return spec
 
 
+def check_crf_options(args: argparse.Namespace) -> None:
+    """--crf and the per-field options checked before any network is loaded (a preset name
+    or file that does not exist, a weight out of range): "auto" needs the network's kind
+    and is resolved later, but its field values are checked here on a preset."""
+    spec = str(args.crf)
+    if spec.lower() == "none":
+        return
+    base = CRFParams.preset("deeplab-largefov") if spec == "auto" else CRFParams.resolve(spec)
+    check_params(apply_param_options(base, args), args)
+
+
 def crf_from_args(args: argparse.Namespace, info: NetworkInfo) -> CRFParams | None:
     """--crf resolved for this network, with the per-field options applied."""
     base = resolve_crf(args.crf, info)
     if base is None:
         return None
-    return base.replace(**{dest: getattr(args, dest) for dest, _, _ in PARAM_OPTIONS.values()})
+    return check_params(apply_param_options(base, args), args)
 
 
 def warn_weights(info: NetworkInfo) -> None:
-    """Say which weights run; loudly, with how to get real ones, when they are not for
-    photographs."""
+    """Say which weights run, and in one line, with how to get real ones, when they are not
+    for photographs."""
     print(f"network: {info.describe()}", file=sys.stderr)
     if info.kind == "real":
         return
@@ -83,55 +95,53 @@ def warn_weights(info: NetworkInfo) -> None:
         if info.kind == "synthetic"
         else "are untrained (random)"
     )
-    bar = "!" * 78
     print(
-        f"{bar}\nWARNING: these weights {what}: their labels for real images are meaningless.\n"
-        f"{real_weights_hint(info.variant)}\n{bar}",
+        f"warning: these weights {what}: their labels for real images are meaningless; "
+        f"{real_weights_hint(info.variant)}",
         file=sys.stderr,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from deeplab.segment import Segmenter, expand_inputs, load_network, segment_files
 
+    # Everything that can be wrong with the command line is reported before the network
+    # loads: the options, then the inputs.
     apply_threads(args)
+    check_crf_options(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: exists and is not a folder")
+    inputs, problems = expand_inputs(args.inputs)
+    if not inputs:
+        raise FileNotFoundError(f"nothing to segment: {'; '.join(problems)}")
+    for problem in problems:
+        print(f"deeplab segment: skipped {problem}", file=sys.stderr)
+    device = pick_device(args.device)
     network = load_network(args.model, args.weights, num_classes=args.num_classes)
     warn_weights(network.info)
     crf = crf_from_args(args, network.info)
     print(f"CRF: {'none' if crf is None else crf.to_dict()}", file=sys.stderr)
-    inputs, problems = expand_inputs(args.inputs)
-    for problem in problems:
-        print(f"deeplab segment: {problem}", file=sys.stderr)
-    segmenter = Segmenter(network.model, crf, pick_device(args.device))
-    bar = tqdm(
-        total=len(inputs),
-        unit="img",
-        desc="segment",
-        disable=args.no_progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-
-    def on_file(item: object, error: str | None) -> None:
-        if error is not None:
-            bar.write(
-                f"deeplab segment: skipped {getattr(item, 'path', item)}: {error}", file=sys.stderr
-            )
-        bar.update(1)
-
-    summary = segment_files(
-        segmenter,
-        inputs,
-        args.out,
-        overlays=not args.no_overlay,
-        save_probs=args.save_probs,
-        probs_dtype=args.probs_dtype,
-        on_file=on_file,
-        resume=args.resume,
-    )
-    bar.close()
+    prepare_crf(crf)
+    segmenter = Segmenter(network.model, crf, device)
+    bar = progress_bar(total=len(inputs), unit="img", desc="segment", disable=args.no_progress)
+    failed_ok = False
+    try:
+        summary = segment_files(
+            segmenter,
+            inputs,
+            args.out,
+            overlays=not args.no_overlay,
+            save_probs=args.save_probs,
+            probs_dtype=args.probs_dtype,
+            on_file=lambda item, error: bar.update(1),
+            resume=args.resume,
+        )
+        failed_ok = True
+    finally:
+        close_bar(bar, failed=not failed_ok)
+    # Skipped files are listed after the bar, not written through it.
+    for path, error in summary.failed.items():
+        print(f"deeplab segment: skipped {path}: {error}", file=sys.stderr)
     failed = len(summary.failed) + len(problems)
     done = f" ({len(summary.skipped)} done before)" if summary.skipped else ""
     print(f"segmented {len(summary.written)} of {len(inputs)} image(s){done} -> {args.out}")

@@ -86,7 +86,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deeplab.cli.feedback import prepare_crf
     from deeplab.cli.segment_cmd import pick_device, warn_weights
+    from deeplab.crf import CRFParams
     from deeplab.segment import load_network, resolve_crf
 
     try:
@@ -102,15 +104,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--timeout must be > 0 seconds")
     if str(args.crf).lower() == "none":
         raise ValueError("--crf none: the web demo always shows the CRF; pick a preset")
+    if args.crf != "auto":
+        CRFParams.resolve(args.crf)  # a wrong name or file fails before the network loads
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port}: must be 1..65535")
     apply_threads(args)
+    device = pick_device(args.device)
     network = load_network(args.model, args.weights, num_classes=args.num_classes)
     warn_weights(network.info)
     crf = resolve_crf(args.crf, network.info)
+    prepare_crf(crf)
     service = SegmentService(
         network.model,
         network.info,
         crf,
-        device=pick_device(args.device),
+        device=device,
         cache_size=args.cache,
         max_pixels=args.max_pixels,
         crf_max_pixels=args.crf_max_pixels,

@@ -33,6 +33,7 @@ from deeplab.cli.data_args import (
     apply_threads,
     data_spec_from_args,
 )
+from deeplab.cli.feedback import close_bar
 from deeplab.train.data import DataSpec
 from deeplab.train.preemption import PREEMPTED_EXIT_STATUS
 from deeplab.train.recipe import AMP_MODES, Recipe, load_config_file, resolve_recipe
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 
 # Recipe fields given their own spelling or handling below.
 _SPECIAL = {"model", "init", "amp"}
+# Help texts that read better on the command line than the recipe's field notes.
+_HELP = {
+    "classifier_lr_mult": "learning-rate multiple of the final classifier layers (the paper: "
+    "10, its fc8 rate 0.01 against 0.001 for the rest)",
+}
 
 
 def _none_or(kind: type) -> Any:
@@ -76,8 +82,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
             g.add_argument(option, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text[f.name])  # fmt: skip
         else:
+            text = _HELP.get(f.name, help_text[f.name])
             g.add_argument(option, type=_none_or(base) if optional else base, default=None,
-                           help=f"{help_text[f.name]} (default {f.default})")  # fmt: skip
+                           help=f"{text} (default {f.default})")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -181,8 +188,12 @@ def run(args: argparse.Namespace) -> int:
         elif kind == "end" and bar is not None:
             bar.close()
 
-    result = train(recipe, data, args.out, resume=args.resume, device=args.device,
-                   callback=progress if rank == 0 else None, stop_at=args.stop_at)  # fmt: skip
+    try:
+        result = train(recipe, data, args.out, resume=args.resume, device=args.device,
+                       callback=progress if rank == 0 else None, stop_at=args.stop_at)  # fmt: skip
+    except BaseException:
+        close_bar(bar, failed=True)  # the error is printed alone
+        raise
     if rank == 0:
         state = "finished" if result.finished else "stopped"
         loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
@@ -195,4 +206,11 @@ def run(args: argparse.Namespace) -> int:
         if result.preempted:
             print(f"stopped by a signal after a checkpoint; continue with --resume "
                   f"(exit status {PREEMPTED_EXIT_STATUS})")  # fmt: skip
+        if result.collapsed_to is not None:
+            print(
+                f"deeplab train: warning: the network ended predicting only "
+                f"'{result.collapsed_to}' on the training pixels: training collapsed to one "
+                "class; try a smaller --lr, more --iterations, or check the labels",
+                file=sys.stderr,
+            )
     return PREEMPTED_EXIT_STATUS if result.preempted else 0

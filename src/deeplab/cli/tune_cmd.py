@@ -15,10 +15,9 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
-from deeplab.cli.data_args import add_data_options, data_spec_from_args
+from deeplab.cli.data_args import add_data_options, data_spec_from_args, saved_data
 from deeplab.crf import CRFParams
 
 log = logging.getLogger(__name__)
@@ -120,8 +119,7 @@ def _reference(args: argparse.Namespace) -> tuple[CRFParams | None, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
     from deeplab.train.data import build_dataset
     from deeplab.tune import Range, SearchSpace, tune_crf
 
@@ -132,18 +130,29 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if args.rounds < 0:
+        raise ValueError(f"--rounds {args.rounds}: must be >= 0")
+    if not args.logits.is_dir():
+        raise FileNotFoundError(f"--logits {args.logits}: no such folder")
     reference, reference_name = _reference(args)
-    data = data_spec_from_args(args, split="val", synthetic_seed=1, synthetic_count=100)
+    # The data the scores were saved for (recorded by `evaluate --save-logits`), unless
+    # options say otherwise.
+    saved = saved_data(args.logits)
+    data = data_spec_from_args(args, saved, split="val", synthetic_seed=1, synthetic_count=100)
     dataset = build_dataset(data)
+    prepare_crf(space.grid()[0])  # compiled once here, not in every worker
     bar = None
-    if not args.no_progress:
-        bar = tqdm(total=0, unit="crf", desc="tune-crf", dynamic_ncols=True, file=sys.stderr)
 
     def progress(done: int, planned: int) -> None:
-        if bar is not None:
-            bar.total = planned
-            bar.update(done - bar.n)
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:  # drawn once the search has started, never before an error
+            bar = progress_bar(total=planned, unit="crf", desc="tune-crf")
+        bar.total = planned
+        bar.update(done - bar.n)
 
+    ok = False
     try:
         result, paths = tune_crf(
             args.logits,
@@ -158,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=progress,
         )
+        ok = True
     finally:
-        if bar is not None:
-            bar.close()
+        close_bar(bar, failed=not ok)
     best = result.best
     print(
         f"{len(result.ranking)} grid parameter sets on {len(result.images)} images; "

@@ -78,6 +78,8 @@ LOG_NAME = "log.jsonl"
 MODEL_NAME = "model.safetensors"
 CURVE_NAME = "training_curve.png"
 CRF_NAME = "crf.json"
+COLLAPSE_WINDOW = 20
+"""Iterations at the end of a run whose predictions are checked for a collapse."""
 
 
 @dataclass
@@ -92,6 +94,7 @@ class TrainResult:
     last_loss: float | None
     model_path: Path | None  # final weights (rank 0, finished runs)
     preempted: bool = False  # stopped early by SIGTERM/SIGUSR1, after a checkpoint
+    collapsed_to: str | None = None  # the one class predicted at the end, if it collapsed
 
 
 def _resolve_init(init: str) -> Path:
@@ -306,14 +309,15 @@ def _train(
         raise ValueError(
             f"checkpoint is at iteration {state.iteration}, past iterations={recipe.iterations}"
         )
+    torch.manual_seed(recipe.seed)  # the same initialisation on every process
+    model = initial_model(recipe, num_classes)
+    # Written once the start cannot fail on its inputs (missing initial weights...), so a
+    # failed start leaves no config.json that a later --resume would read.
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             _check_resumed_config(run_dir, recipe)
         _write_config(run_dir, recipe, data_record, ctx.world_size)
-
-    torch.manual_seed(recipe.seed)  # the same initialisation on every process
-    model = initial_model(recipe, num_classes)
     model.class_names = tuple(dataset.class_names)
     device = ctx.device
     model.to(device)
@@ -388,6 +392,11 @@ def _train(
 
     last_loss: float | None = None
     preempted = False
+    # Classes the network predicted on the labelled pixels of the last iterations: a run
+    # that ends predicting one class everywhere (e.g. all background) has collapsed.
+    predicted = torch.zeros(num_classes, dtype=torch.int64)
+    labelled = torch.zeros(num_classes, dtype=torch.int64)
+    watch_from = stop - min(COLLAPSE_WINDOW, stop - start)
     window: list[float] = []
     window_start = time.perf_counter()
     for t in range(start, stop):
@@ -422,6 +431,15 @@ def _train(
                 loss_fn = F.nll_loss if crf is not None else F.cross_entropy
                 loss = loss_fn(out.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
                 scaler.scale(loss * scale).backward()
+            if t >= watch_from:
+                with torch.no_grad():
+                    known = y != IGNORE_INDEX
+                    predicted += torch.bincount(
+                        out.detach().argmax(1)[known].cpu(), minlength=num_classes
+                    )[:num_classes]
+                    labelled += torch.bincount(y[known].cpu(), minlength=num_classes)[
+                        :num_classes
+                    ]
             loss_sum += loss.detach().double().cpu()
         scaler.step(optimizer)
         scaler.update()
@@ -482,6 +500,12 @@ def _train(
             stop = done
             break
 
+    collapsed = _collapsed(predicted, labelled, tuple(dataset.class_names))
+    if collapsed is not None:
+        # Info, not a warning: the caller reports it (TrainResult.collapsed_to) once the run
+        # is over, not in the middle of a progress bar.
+        log.info("training collapsed: only '%s' predicted in the last %d iterations",
+                 collapsed, stop - watch_from)  # fmt: skip
     finished = stop == recipe.iterations
     model_path = None
     if finished and ctx.is_main:
@@ -507,4 +531,14 @@ def _train(
     emit({"event": "end", "iteration": stop, "finished": finished, "seconds": seconds,
           "model_path": str(model_path) if model_path else None})  # fmt: skip
     return TrainResult(run_dir, model, stop, finished, seconds, last_loss, model_path,
-                       preempted=preempted and not finished)  # fmt: skip
+                       preempted=preempted and not finished, collapsed_to=collapsed)  # fmt: skip
+
+
+def _collapsed(
+    predicted: torch.Tensor, labelled: torch.Tensor, class_names: tuple[str, ...]
+) -> str | None:
+    """The one class the network predicted when the labels held several, else None."""
+    if int((labelled > 0).sum()) < 2 or int((predicted > 0).sum()) != 1:
+        return None
+    index = int(predicted.argmax())
+    return class_names[index] if index < len(class_names) else str(index)
