@@ -13,7 +13,14 @@ from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.models import DeepLab, build_model, get_variant, to_model_input
-from deeplab.predict import Predictor, crf_labels, pad_input, padded_size, upsample_logits
+from deeplab.predict import (
+    Predictor,
+    crf_labels,
+    full_resolution,
+    pad_input,
+    padded_size,
+    upsample_logits,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +199,43 @@ def test_logits_use_the_networks_released_test_path() -> None:
     assert np.abs(full - stride8.numpy()).max() > 0.01 * np.abs(full).max()
     with pytest.raises(RuntimeError, match="eval"):
         msc.train().image_scores(torch.zeros(1, 3, 33, 33))
+
+
+def test_scores_kept_follow_the_released_test_path() -> None:
+    """What evaluation saves and the web demo caches: stride-8 scores where upsampling is
+    the released test, the image-grid scores of DeepLab (fc8_crop) and MSc (fusion)."""
+    image = np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    tiny = Predictor(build_model("deeplab-largefov-tiny", num_classes=4))
+    kept = tiny.scores(image)
+    assert kept.shape[-2:] == (5, 7)
+    np.testing.assert_array_equal(full_resolution(kept, (30, 45)).numpy(), tiny.logits(image))
+
+    narrow = {"channels": (4, 4, 8, 8, 8), "fc_channels": 8, "msc_channels": 4}
+    for name in ("deeplab", "deeplab-msc"):
+        predictor = Predictor(DeepLab(dataclasses.replace(get_variant(name), **narrow), 3))
+        kept = predictor.scores(image)
+        assert kept.shape == (3, 30, 45)
+        full = full_resolution(kept, (30, 45)).numpy()
+        np.testing.assert_array_equal(full, predictor.logits(image))
+
+
+def test_evaluation_scores_deeplab_on_the_image_grid() -> None:
+    """`deeplab evaluate` of DeepLab scores its cropped test-net output, not the stride-8
+    map upsampled without the crop (7 px off)."""
+    from deeplab.evaluate import score_image
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    narrow = {"channels": (4, 4, 8, 8, 8), "fc_channels": 8, "msc_channels": 4}
+    torch.manual_seed(0)
+    model = DeepLab(dataclasses.replace(get_variant("deeplab"), **narrow), 3)
+    with torch.no_grad():  # scores that change across the image, so a shift shows
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    predictor = Predictor(model)
+    label = predictor.logits(image).argmax(0).astype(np.uint8)  # the test net's own labels
+    assert len(np.unique(label)) > 1
+    kept = score_image(image, label, predictor.scores(image), 3)["plain"]
+    assert np.trace(kept) == label.size  # every pixel right
+    shifted = score_image(image, label, predictor.stride8_logits(image), 3)["plain"]
+    assert np.trace(shifted) < label.size

@@ -45,7 +45,7 @@ from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
 from deeplab.data.image_io import write_bytes, write_text
 from deeplab.distributed import DistContext, shard
 from deeplab.metrics import DEFAULT_WIDTHS, ConfusionMatrix, TrimapEvaluator, markdown_table
-from deeplab.predict import Predictor, crf_labels, padded_size, upsample_logits
+from deeplab.predict import Predictor, crf_labels, full_resolution, padded_size
 
 __all__ = [
     "EvalResult",
@@ -76,8 +76,10 @@ class SavedLogits:
 
     Attributes:
         name: the sample's name.
-        logits: (L, h, w) float32 stride-8 scores of the padded image.
-        size: (H, W) of the image; ``upsample_logits(logits, size)`` gives its scores.
+        logits: (L, h, w) float32 stride-8 scores of the padded image, or (L, H, W) scores
+            on the image's grid for networks whose released test net crops or fuses at
+            full resolution (``deeplab``, MSc; :meth:`Predictor.scores`).
+        size: (H, W) of the image; ``full_resolution(logits, size)`` gives its scores.
         padded: (H', W') the network saw.
     """
 
@@ -158,14 +160,14 @@ def score_image(
     crf: CRFParams | None = None,
     trimap_widths: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Confusion counts of one image from its stride-8 scores (L, h, w).
+    """Confusion counts of one image from its kept scores (:meth:`Predictor.scores`:
+    stride-8 (L, h, w), or (L, H, W) on the image's grid).
 
     Returns ``plain`` (K, K) and, as asked, ``crf`` (K, K), ``trimap_plain`` and
     ``trimap_crf`` (len(widths), K, K): int64 counts, rows = ground truth.
     """
     h, w = label.shape
-    scores = upsample_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), (h, w))
-    full = scores.numpy()
+    full = full_resolution(np.asarray(logits, dtype=np.float32), (h, w)).numpy()
     preds = {"plain": crf_labels(image, full, None)}
     if crf is not None:
         preds["crf"] = crf_labels(image, full, crf)
@@ -507,7 +509,7 @@ def evaluate(
             write_text(folder / LOGITS_META, json.dumps(meta, indent=2) + "\n")
 
     def logits_of(i: int, sample: Any) -> np.ndarray:
-        scores = predictor.stride8_logits(sample.image)
+        scores = predictor.scores(sample.image)
         if save_logits_dir is not None:
             padded = padded_size(*sample.size, pad_to)
             save_logits(save_logits_dir, sample.name, scores, sample.size, padded, logits_dtype)

@@ -41,6 +41,7 @@ __all__ = [
     "OUTPUT_STRIDE",
     "Predictor",
     "crf_labels",
+    "full_resolution",
     "pad_input",
     "padded_size",
     "upsample_logits",
@@ -87,6 +88,25 @@ def pad_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if (th, tw) == (h, w):
         return x
     return F.pad(x, (0, tw - w, 0, th - h))
+
+
+def _has_own_test_path(model: nn.Module) -> bool:
+    """Whether the model's released test net differs from upsampling ``model(x)`` x8."""
+    variant = getattr(model, "variant", None)
+    if variant is None or not hasattr(model, "image_scores"):
+        return False
+    return bool(getattr(variant, "score_crop", 0)) or getattr(model, "msc", None) is not None
+
+
+def full_resolution(scores: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(L, H, W) scores for an image of ``size`` from :meth:`Predictor.scores`: stride-8
+    scores are upsampled x8 and cropped (:func:`upsample_logits`), scores already on the
+    image's grid are returned as they are."""
+    t = scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.asarray(scores))
+    t = t.float()
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return upsample_logits(t, size)
 
 
 def upsample_logits(
@@ -169,6 +189,16 @@ class Predictor:
             rebalance_torch_threads()
         out = self.model(x)
         return out[0].float().cpu().numpy()
+
+    def scores(self, image: np.ndarray) -> np.ndarray:
+        """The scores worth keeping for an image (what evaluation saves, what the web demo
+        caches): (L, h, w) stride-8 scores where upsampling them x8 is the released test
+        (LargeFOV, 7x7, 4x4 and other models), else (L, H, W) scores on the image's grid
+        (``deeplab``'s ``fc8_crop``, the MSc fusion). :func:`full_resolution` turns either
+        into (L, H, W)."""
+        if _has_own_test_path(self.model):
+            return self.logits(image)
+        return self.stride8_logits(image)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> np.ndarray:

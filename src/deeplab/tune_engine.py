@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from deeplab.crf import CRFParams, DenseCRF, PermutohedralLattice
 from deeplab.crf.dense import bilateral_features, check_memory, spatial_features
@@ -28,7 +27,7 @@ from deeplab.crf.unary import unary_from_logits
 from deeplab.crf.validation import check_image, check_label_maps
 from deeplab.evaluate import score_image
 from deeplab.metrics import ConfusionMatrix
-from deeplab.predict import crf_labels, upsample_logits
+from deeplab.predict import crf_labels, full_resolution
 
 __all__ = ["Setting", "Task", "group_tasks", "score_each", "score_shared"]
 
@@ -149,7 +148,7 @@ def score_shared(
     Returns (key, (K, K) int64 confusion counts, rows = ground truth) per setting, in order.
     """
     h, w = label.shape
-    full = upsample_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), (h, w))
+    full = full_resolution(np.asarray(logits, dtype=np.float32), (h, w))
     scores = np.ascontiguousarray(full.numpy(), dtype=np.float32)
     shared: _SharedKernels | None = None
     out = []

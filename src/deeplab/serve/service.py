@@ -29,7 +29,7 @@ from deeplab.crf import CRFParams, DenseCRF
 from deeplab.crf import dense as crf_dense
 from deeplab.data.classes import VOC_PALETTE
 from deeplab.data.image_io import READ_FORMATS
-from deeplab.predict import Predictor, upsample_logits
+from deeplab.predict import Predictor, full_resolution
 from deeplab.segment import NetworkInfo
 
 DEFAULT_MAX_UPLOAD = 10 * 2**20
@@ -211,14 +211,14 @@ class SegmentService:
             raise ServiceError(413, str(exc)) from None
         _check(cancel)
         start = time.perf_counter()
-        logits = torch.from_numpy(self.predictor.stride8_logits(image))
+        logits = torch.from_numpy(self.predictor.scores(image))
         with self._lock:
             self.network_runs += 1
         entry = _Entry(image, logits)
         image_id = self._insert_pinned(entry)
         try:
             _check(cancel)
-            full = upsample_logits(logits, (h, w))
+            full = full_resolution(logits, (h, w))
             dcnn = np.asarray(full.argmax(0), dtype=np.uint8)
             del full
             result: dict[str, Any] = {
@@ -263,7 +263,7 @@ class SegmentService:
         start = time.perf_counter()
         h, w = entry.image.shape[:2]
         ch, cw = self.crf_size(h, w)
-        full = upsample_logits(entry.logits, (h, w))
+        full = full_resolution(entry.logits, (h, w))
         if (ch, cw) == (h, w):
             image, run = entry.image, params
         else:
