@@ -387,11 +387,18 @@ def pools() -> None:
         print("| joblib | - | not installed | |")
         print()
         return
+    # loky's workers import the task by module name, as they would a user's module.
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    sys.path.insert(0, here)
+    import crf_cpu as module
+
     for n in (1, 2, 4):
         with Parallel(n_jobs=n) as parallel:
-            parallel(delayed(_pool_warm)(i) for i in range(4 * n))
+            parallel(delayed(module._pool_warm)(i) for i in range(4 * n))
             start = time.perf_counter()
-            parallel(delayed(pool_task)(i) for i in range(POOL_TASKS))
+            parallel(delayed(module.pool_task)(i) for i in range(POOL_TASKS))
             rate = POOL_TASKS / (time.perf_counter() - start)
         print(f"| joblib (loky) | {n} | {rate:.2f} | {rate / (min(n, cores) * single):.2f} |")
     print()

@@ -23,6 +23,7 @@ needs_two = pytest.mark.skipif(
 def _restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("DEEPLAB_ADAPTIVE_THREADS", raising=False)
     monkeypatch.setattr(threads, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(threads._local, "state", None, raising=False)
     before = numba.get_num_threads()
     yield
     numba.set_num_threads(before)
@@ -51,7 +52,11 @@ def test_fewer_threads_when_cores_are_taken(monkeypatch: pytest.MonkeyPatch) -> 
         with threads.adapted_threads():  # nested blocks keep the outer cap
             assert threads.thread_shares() == 2
         _free(monkeypatch, 2)
-        assert threads.rebalance() == 2
+        assert threads.rebalance() == 1  # one look at a free core is not enough...
+        assert threads.rebalance() == 2  # ...two in a row are
+        _free(monkeypatch, 1)
+        assert threads.rebalance() == 2  # nor is one look at a taken core
+        assert threads.rebalance() == 1
     assert numba.get_num_threads() == 2
 
 
@@ -66,7 +71,6 @@ def test_looks_again_only_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None
     numba.set_num_threads(2)
     monkeypatch.setattr(threads, "free_cores", free)
     monkeypatch.setattr(threads, "RECHECK_SECONDS", 60.0)
-    monkeypatch.setattr(threads._local, "checked", None, raising=False)
     with threads.adapted_threads():
         for _ in range(5):
             assert threads.rebalance() == 1
@@ -116,6 +120,7 @@ def test_results_do_not_depend_on_the_count_chosen(monkeypatch: pytest.MonkeyPat
     results = []
     for free in (1, 2):
         _free(monkeypatch, free)
+        threads._local.state = None  # no earlier look: the count follows at once
         results.append(dense_crf(image, probs, params))
     np.testing.assert_array_equal(results[0], results[1])
 

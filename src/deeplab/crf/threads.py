@@ -80,18 +80,22 @@ def is_running(stat: bytes) -> bool:
 
 def runnable_elsewhere() -> int | None:
     """Tasks of other processes running or waiting for a core now; None where unknown."""
+    # Our own threads are counted before and after the system-wide figure and the larger
+    # count taken: a worker that stops spinning in between would otherwise be counted as
+    # another process's task, and a quiet machine would look busy.
+    before = _own_running()
     try:
         with open(_LOADAVG, "rb") as f:
             fields = f.read().split()
         total = int(fields[3].split(b"/")[0])
     except (OSError, IndexError, ValueError):
         return None
-    return max(0, total - _own_running())
+    return max(0, total - max(before, _own_running()))
 
 
 def free_cores(samples: int = 2) -> int | None:
-    """Cores not used by other processes (the most seen in ``samples`` quick looks, so a
-    kernel thread that ran for a microsecond does not count); None where unknown."""
+    """Cores not used by other processes: the most seen in ``samples`` looks in a row (a
+    task that ran for a moment does not count); None where unknown."""
     cpus = os.cpu_count() or 1
     seen = []
     for _ in range(max(1, samples)):
@@ -99,6 +103,8 @@ def free_cores(samples: int = 2) -> int | None:
         if others is None:
             return None
         seen.append(others)
+        if not others:
+            break
     return max(1, cpus - min(seen))
 
 
@@ -114,14 +120,22 @@ def thread_shares() -> int:
 
 
 def _recent_free_cores() -> int | None:
-    """:func:`free_cores`, looked at again only after :data:`RECHECK_SECONDS`: each look
-    reads a few /proc files (about 0.1 ms), which small CRFs called in a loop would feel."""
+    """:func:`free_cores`, looked at again only after :data:`RECHECK_SECONDS` (each look
+    reads a few /proc files, about 0.1 ms), and changed only when two looks in a row agree
+    on the new figure: a task caught for an instant (a thread on its way to sleep is still
+    counted as runnable) must not cost a whole interval on one thread, nor a moment of
+    quiet between another process's bursts put a thread on a core about to be taken."""
     now = time.monotonic()
-    last = getattr(_local, "checked", None)
-    if last is None or now - last[0] >= RECHECK_SECONDS:
-        last = (now, free_cores())
-        _local.checked = last
-    return last[1]
+    state = getattr(_local, "state", None)  # (time of the look, free cores, candidate)
+    if state is not None and now - state[0] < RECHECK_SECONDS:
+        return state[1]
+    free = free_cores()
+    if state is None or free == state[1] or free == state[2]:
+        current, candidate = free, None
+    else:
+        current, candidate = state[1], free
+    _local.state = (now, current, candidate)
+    return current
 
 
 def rebalance() -> int:
