@@ -127,3 +127,23 @@ def test_full_size_torchvision_vgg16_to_largefov(tmp_path, capsys) -> None:
     model = load_model(dst)
     assert model.fc6.weight.shape == (1024, 512, 3, 3)
     assert sum(p.numel() for p in model.parameters()) == 20_505_429
+
+
+def test_the_released_file_name_says_the_training_split(tmp_path, capsys) -> None:
+    from deeplab.models.weights import load_checkpoint, train_split_of
+
+    assert train_split_of("DeepLab-LargeFOV/train_iter_6000.caffemodel") == "train_aug"
+    assert train_split_of("/x/train2_iter_8000.caffemodel") == "trainval_aug"
+    assert train_split_of("vgg16_20M.caffemodel") is None
+    assert train_split_of("mytrain_iter_5.caffemodel") is None  # not the authors' name
+    rng = np.random.default_rng(1)
+    layers = {"fc8_voc12": [rng.standard_normal((21, 128, 1, 1)).astype(np.float32),
+                            rng.standard_normal(21).astype(np.float32)]}  # fmt: skip
+    for name, split in (("train2_iter_8000", "trainval_aug"), ("train_iter_6000", "train_aug")):
+        src = tmp_path / f"{name}.caffemodel"
+        src.write_bytes(caffemodel_bytes(layers))
+        dst = tmp_path / f"{name}.safetensors"
+        argv = ["convert", str(src), "--variant", "deeplab-largefov-tiny", "--out", str(dst)]
+        assert _run(argv) == 0
+        assert f"trained on {split} (from the file name)" in capsys.readouterr().out
+        assert load_checkpoint(dst)[1].extra["train_split"] == split

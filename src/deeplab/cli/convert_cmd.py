@@ -7,6 +7,7 @@ import os
 
 from deeplab.models import convert_file, list_models, save_model
 from deeplab.models.convert import target_shapes
+from deeplab.models.weights import train_split_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
     model, report = convert_file(args.src, args.variant, args.num_classes)
     for line in report.lines(target_shapes(args.variant, args.num_classes)):
         print(line)
-    save_model(
-        model,
-        args.out,
-        source=os.path.basename(args.src),
-        extra={"source_format": report.source_format},
-    )
+    extra = {"source_format": report.source_format}
+    split = train_split_of(args.src)
+    if split is not None:
+        extra["train_split"] = split
+        seen = "has seen VOC val: its val scores are not a fair measure" if split == (
+            "trainval_aug") else "fit to score on VOC val"  # fmt: skip
+        print(f"trained on {split} (from the file name): {seen}")
+    save_model(model, args.out, source=os.path.basename(args.src), extra=extra)
     print(f"wrote {args.out} ({args.variant}, {args.num_classes} classes)")
     return 0

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "read_state_dict",
     "save_checkpoint",
+    "train_split_of",
     "weights_dir",
 ]
 
@@ -66,8 +68,9 @@ class WeightsRecord:
     side the released test net pads images to: 513, DeepLab 514), ``caffe_config`` (the
     released config folder), ``train_split`` (``train_aug``: the authors' ``train_iter_6000``
     files, fit to score on VOC val; ``trainval_aug``: ``train2_iter_8000``, the fine-tune
-    behind the test-set scores, which has seen VOC val; ``None``: not known here, read the
-    file name before scoring on val) and ``pretrained`` (the data before VOC).
+    behind the test-set scores, which has seen VOC val; ``None``: both solvers were released,
+    so the file decides: :func:`train_split_of` reads it from the name and ``deeplab
+    convert`` records it in the checkpoint) and ``pretrained`` (the data before VOC).
     """
 
     name: str
@@ -166,6 +169,25 @@ WEIGHTS: dict[str, WeightsRecord] = {
         ),
     )
 }  # fmt: skip
+
+
+_RELEASED_FILES = (
+    (re.compile(r"(^|[^0-9a-z])train2_iter_\d+"), "trainval_aug"),
+    (re.compile(r"(^|[^0-9a-z])train_iter_\d+"), "train_aug"),
+)
+
+
+def train_split_of(filename: str | os.PathLike[str]) -> str | None:
+    """The split a released ``.caffemodel`` was trained on, from the authors' file names:
+    ``train_iter_N`` (``solver.prototxt``, train_aug: fit to score on VOC val) or
+    ``train2_iter_N`` (``solver2.prototxt``, trainval_aug: has seen VOC val); None for
+    any other name. Every released config folder carries both solvers, so the record of
+    a net cannot say which file a user has: the name does."""
+    name = Path(filename).name.lower()
+    for pattern, split in _RELEASED_FILES:
+        if pattern.search(name):
+            return split
+    return None
 
 
 def get_weights_record(name: str) -> WeightsRecord:
