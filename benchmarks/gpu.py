@@ -181,22 +181,6 @@ def crf_section(args: argparse.Namespace) -> None:
 # -- 2. the networks ---------------------------------------------------------------------------
 
 
-class Float32Runner(networks.Runner):
-    """``networks.Runner`` without autocast: float32 (TF32 matrix units as torch allows)."""
-
-    def train_step(self) -> None:
-        self.model.train()
-        loss = F.cross_entropy(self.model(self.x), self.labels, ignore_index=255)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    @torch.inference_mode()
-    def infer(self) -> None:
-        self.model.eval()
-        self.model(self.image)
-
-
 def network_section(args: argparse.Namespace) -> None:
     device = torch.device(DEVICE)
     say(
@@ -209,13 +193,15 @@ def network_section(args: argparse.Namespace) -> None:
     )
     say("|---|---|---:|---:|---:|---:|")
     rows = []
-    for precision, cls in (("float16 autocast", networks.Runner), ("float32", Float32Runner)):
+    for precision, amp in (("float16 autocast", True), ("float32", False)):
         for batch in args.net_batches:
             if elapsed() > args.budget * 0.75:
                 say(f"(skipped {precision} batch {batch}: time budget)")
                 continue
-            ns = SimpleNamespace(batch=batch, crop=args.crop, infer_size=args.infer_size)
-            runners = {name: cls(name, ns, device) for name in networks.PAPER_TRAIN_IMG_S}
+            ns = SimpleNamespace(batch=batch, crop=args.crop, infer_size=args.infer_size, amp=amp)
+            runners = {
+                name: networks.Runner(name, ns, device) for name in networks.PAPER_TRAIN_IMG_S
+            }
             train = networks.measure(runners, "train_step", 2, args.repeats, device)
             infer = networks.measure(runners, "infer", 2, args.repeats, device)
             for name in runners:

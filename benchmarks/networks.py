@@ -50,6 +50,8 @@ class Runner:
     def __init__(self, name: str, args: argparse.Namespace, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
+        # float16 autocast on CUDA unless the caller asks for float32 (``args.amp``).
+        self.amp = self.cuda and getattr(args, "amp", True)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
         self.model = build_model(name).to(device=device, memory_format=fmt)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9,
@@ -65,7 +67,7 @@ class Runner:
 
     def train_step(self) -> None:
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             loss = F.cross_entropy(self.model(self.x), self.labels, ignore_index=255)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,7 +76,7 @@ class Runner:
     @torch.inference_mode()
     def infer(self) -> None:
         self.model.eval()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             self.model(self.image)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,18 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source="test",
     )
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One thread for torch and numba, restored afterwards: fast and reproducible on a
+    shared CPU (spinning thread pools are ~10x slower there than one thread)."""
+    import numba
+    import torch
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])

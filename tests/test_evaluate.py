@@ -7,10 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -34,16 +32,8 @@ from deeplab.predict import Predictor
 CRF = CRFParams(w1=4, theta_alpha=12, theta_beta=8, iterations=5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # One thread for torch and numba: fast and reproducible on a shared CPU (spinning
-    # thread pools are ~10x slower there); restored for the other test modules.
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+# One thread for torch and numba (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ColourStub(nn.Module):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -22,17 +20,8 @@ from deeplab.predict import (
     upsample_logits,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # One thread for torch and numba: fast and reproducible on a shared CPU (spinning
-    # thread pools are ~10x slower there); restored for the other test modules.
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+# One thread for torch and numba (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CellStub(nn.Module):

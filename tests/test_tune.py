@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from deeplab.crf import CRFParams
@@ -45,16 +42,8 @@ SMALL = SearchSpace(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The inline (workers=0) searches run here; numba's thread pool on a busy machine is
-    # many times slower than one thread for these small images.
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+# One thread for torch and numba (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- pure functions

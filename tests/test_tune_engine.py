@@ -3,9 +3,6 @@ gives on its own through `dense_crf` / `score_image`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numba
 import numpy as np
 import pytest
 import torch
@@ -19,14 +16,8 @@ from deeplab.tune_engine import _SharedKernels, group_tasks, score_each, score_s
 NUM_CLASSES = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+# One thread for torch and numba (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scenes() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -4,10 +4,8 @@ resuming, and the best parameters fed back to `crf` and `evaluate` through --crf
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -24,14 +22,8 @@ GRID = ["--w1", "2:4:2", "--theta-alpha", "20:40:20", "--theta-beta", "5", "--it
         "--rounds", "1", "--workers", "0", "--no-progress"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+# One thread for torch and numba (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
