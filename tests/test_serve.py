@@ -33,6 +33,8 @@ uvicorn = pytest.importorskip("uvicorn")
 from deeplab.data import SyntheticScenes  # noqa: E402
 from deeplab.segment import load_network  # noqa: E402
 from deeplab.serve import SegmentService, create_app, decode_image  # noqa: E402
+from serve.helpers import free_port as _free_port  # noqa: E402
+from serve.helpers import png_bytes as _png  # noqa: E402
 
 MAX_UPLOAD = 3 * 2**20
 CHROMIUM_FLAGS = (
@@ -54,16 +56,6 @@ class Server:
     service: SegmentService
 
 
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,8 @@ from deeplab.data import SyntheticScenes  # noqa: E402
 from deeplab.segment import load_network  # noqa: E402
 from deeplab.serve import SegmentService, create_app  # noqa: E402
 
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .helpers import free_port as _free_port  # noqa: E402
+from .helpers import png_bytes as _png  # noqa: E402
 
 
 @contextmanager
