@@ -136,3 +136,28 @@ def test_init_from_weights_with_another_class_count_keeps_a_fresh_classifier(
             assert torch.equal(mine[key], theirs[key]), key
     with pytest.raises(FileNotFoundError, match="--init none"):
         initial_model(tiny_recipe(init=str(tmp_path / "missing.safetensors")), 6)
+
+
+def test_class_balance_weights_are_counted_and_recorded(
+    tmp_path: Path, tiny_recipe: Callable[..., Recipe], tiny_data: DataSpec
+) -> None:
+    import json
+
+    import numpy as np
+
+    from deeplab.data.balance import class_counts, class_weights
+    from deeplab.train import build_dataset
+
+    plain = train(tiny_recipe(iterations=1), tiny_data, tmp_path / "plain")
+    run = train(tiny_recipe(iterations=1, class_balance="median_frequency"), tiny_data,
+                tmp_path / "balanced")  # fmt: skip
+    record = json.loads((tmp_path / "balanced" / "class_weights.json").read_text())
+    dataset = build_dataset(tiny_data)
+    expected = class_weights(class_counts(dataset, dataset.num_classes), "median_frequency")
+    np.testing.assert_allclose(record["weights"], expected)
+    assert record["classes"] == list(dataset.class_names)
+    assert not (tmp_path / "plain" / "class_weights.json").exists()
+    # The same data and initialisation: only the weighting differs the loss.
+    assert run.last_loss != plain.last_loss
+    with pytest.raises(ValueError, match="class_balance must be one of"):
+        tiny_recipe(class_balance="inverse")

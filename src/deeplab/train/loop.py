@@ -14,6 +14,7 @@ A run directory holds::
     checkpoints/           iter_NNNNNN.safetensors + .json (deeplab.train.checkpoint)
     log.jsonl              one record per log interval: iteration, loss, lr, images/s
     model.safetensors      the final weights (deeplab.models.load_model reads them)
+    class_weights.json     with class_balance: the loss weights and the pixel counts
     crf.json               end-to-end runs: the learnt CRF parameters (``--crf crf.json``)
     training_curve.png     loss and learning rate against the iteration
 
@@ -48,6 +49,7 @@ from torch.utils.data import DataLoader
 
 import deeplab
 from deeplab.data import IGNORE_INDEX, SegmentationDataset, TrainTransform
+from deeplab.data.balance import class_counts, class_weights
 from deeplab.distributed import DistContext, setup
 from deeplab.io_utils import atomic_write_bytes
 from deeplab.models import WEIGHTS, DeepLab, build_model, convert_file, save_model
@@ -101,6 +103,30 @@ def _resolve_init(init: str) -> Path:
     if init in WEIGHTS:
         return weights_dir() / WEIGHTS[init].filename
     return Path(init)
+
+
+def _loss_weights(
+    recipe: Recipe, dataset: SegmentationDataset, num_classes: int, run_dir: Path | None
+) -> torch.Tensor | None:
+    """(K,) float32 class weights of the loss (``recipe.class_balance``), or None.
+
+    Counted over the whole training set, so a resumed run gets the same weights; recorded
+    in ``class_weights.json`` of the run directory (``run_dir`` None: not written).
+    """
+    if recipe.class_balance == "none":
+        return None
+    counts = class_counts(dataset, num_classes)
+    weights = class_weights(counts, recipe.class_balance)
+    assert weights is not None
+    if run_dir is not None:
+        record = {
+            "mode": recipe.class_balance,
+            "classes": list(dataset.class_names),
+            "weights": [float(w) for w in weights],
+            "pixels": [int(n) for n in counts.pixels],
+        }
+        atomic_write_bytes(run_dir / "class_weights.json", json.dumps(record, indent=1).encode())
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def initial_model(recipe: Recipe, num_classes: int) -> DeepLab:
@@ -320,6 +346,9 @@ def _train(
         _write_config(run_dir, recipe, data_record, ctx.world_size)
     model.class_names = tuple(dataset.class_names)
     device = ctx.device
+    weight = _loss_weights(recipe, dataset, num_classes, run_dir if ctx.is_main else None)
+    if weight is not None:
+        weight = weight.to(device)
     model.to(device)
     channels_last = device.type == "cuda"
     if channels_last:
@@ -429,7 +458,9 @@ def _train(
                     )
                 # The CRF returns log marginals; the network, scores.
                 loss_fn = F.nll_loss if crf is not None else F.cross_entropy
-                loss = loss_fn(out.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+                loss = loss_fn(
+                    out.float(), y, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum"
+                )
                 scaler.scale(loss * scale).backward()
             if t >= watch_from:
                 with torch.no_grad():

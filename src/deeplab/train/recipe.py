@@ -44,6 +44,7 @@ from typing import Any
 from torch import nn
 
 from deeplab.crf import CRFParams
+from deeplab.data.balance import BALANCE_MODES
 from deeplab.models import get_variant
 
 __all__ = [
@@ -99,6 +100,11 @@ class Recipe:
     crop: int = _f(321, "training crop side (321; 306 for `deeplab`)")
     label_offset: int = _f(0, "first label pixel picked by the x8 subsampling (1 for `deeplab`)")
     mirror: bool = _f(True, "random horizontal flips (paper: yes)")
+    class_balance: str = _f(
+        "none",
+        "loss weights per class: none (paper) | median_frequency | sqrt_median_frequency "
+        "(deeplab.data.balance)",
+    )
     freeze_base: bool | None = _f(None, "train only the MSc branches; None: as built (MSc: yes)")
     train_fc8: bool | None = _f(
         None,
@@ -150,6 +156,10 @@ class Recipe:
             raise ValueError(f"batch {self.batch} is not divisible by accumulate {self.accumulate}")
         if self.keep_checkpoints < 2:
             raise ValueError(f"keep_checkpoints must be >= 2, got {self.keep_checkpoints}")
+        if self.class_balance not in BALANCE_MODES:
+            raise ValueError(
+                f"class_balance must be one of {tuple(BALANCE_MODES)}, got {self.class_balance!r}"
+            )
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.workers < 0 or self.seed < 0:
