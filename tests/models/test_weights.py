@@ -199,3 +199,29 @@ def test_input_convention() -> None:
     torch.testing.assert_close(from_model_input(x), rgb.float())
     with pytest.raises(ValueError):
         to_model_input(torch.zeros(4, 5, 5))
+
+
+def test_saved_files_are_byte_identical_across_processes(tmp_path) -> None:
+    # safetensors writes its metadata map in a per-process hash order; a reproducible
+    # training run must reproduce the file itself, so two processes must write equal bytes.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from deeplab.models.weights import safetensors_bytes\n"
+        "t = {'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(2)}\n"
+        "meta = {k: k * 3 for k in 'zyxwvutsrq'}\n"
+        "open(sys.argv[1], 'wb').write(safetensors_bytes(t, meta))\n"
+    )
+    outs = []
+    for i in range(3):
+        path = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+        outs.append(path.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == {k: k * 3 for k in "zyxwvutsrq"}
+        assert f.get_tensor("w").tolist() == [[0, 1, 2], [3, 4, 5]]

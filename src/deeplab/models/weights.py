@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,6 +245,26 @@ class CheckpointMeta:
             raise ValueError(f"{path}: malformed checkpoint metadata: {exc!r}") from None
 
 
+def safetensors_bytes(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """``safetensors.torch.save`` with the metadata keys in sorted order.
+
+    safetensors writes its metadata map in hash order, which changes from one process to
+    the next: the same weights would give files with different bytes. Sorting them makes
+    a file's sha256 a function of its content (a reproducible training run reproduces the
+    file bit for bit).
+    """
+    payload = safetensors_save(dict(tensors), metadata=dict(metadata) if metadata else None)
+    (size,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + payload[8 + size :]
+
+
 def save_checkpoint(
     path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta
 ) -> None:
@@ -253,7 +274,7 @@ def save_checkpoint(
             f"{len(meta.class_names)} class names for {meta.num_classes} classes"
         )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    atomic_write_bytes(path, safetensors_save(tensors, metadata=meta.to_header()))
+    atomic_write_bytes(path, safetensors_bytes(tensors, meta.to_header()))
     log.info("saved %d tensors (%s) to %s", len(tensors), meta.variant, os.fspath(path))
 
 

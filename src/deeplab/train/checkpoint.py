@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_save
 
 from deeplab.io_utils import atomic_write_bytes
+from deeplab.models.weights import safetensors_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -89,8 +89,8 @@ def save_checkpoint(directory: str | os.PathLike[str], state: TrainState) -> Pat
         for name, tensor in values.items():
             # Own, contiguous CPU copies: safetensors refuses shared or strided storage.
             tensors[f"{section}/{name}"] = tensor.detach().to("cpu").contiguous().clone()
-    payload = safetensors_save(
-        tensors, metadata={"format": CHECKPOINT_FORMAT, "iteration": str(state.iteration)}
+    payload = safetensors_bytes(
+        tensors, {"format": CHECKPOINT_FORMAT, "iteration": str(state.iteration)}
     )
     tensor_path, meta_path = _paths(folder, state.iteration)
     atomic_write_bytes(tensor_path, payload)
