@@ -44,7 +44,13 @@ from deeplab.crf import CRFParams
 from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
 from deeplab.data.image_io import write_bytes, write_text
 from deeplab.distributed import DistContext, shard
-from deeplab.metrics import DEFAULT_WIDTHS, ConfusionMatrix, TrimapEvaluator, markdown_table
+from deeplab.metrics import (
+    BANDS,
+    DEFAULT_WIDTHS,
+    ConfusionMatrix,
+    TrimapEvaluator,
+    markdown_table,
+)
 from deeplab.predict import Predictor, crf_labels, full_resolution, padded_size
 
 __all__ = [
@@ -159,6 +165,7 @@ def score_image(
     num_classes: int,
     crf: CRFParams | None = None,
     trimap_widths: Sequence[int] | None = None,
+    trimap_band: str = "void",
 ) -> dict[str, np.ndarray]:
     """Confusion counts of one image from its kept scores (:meth:`Predictor.scores`:
     stride-8 (L, h, w), or (L, H, W) on the image's grid).
@@ -175,7 +182,8 @@ def score_image(
     for key, pred in preds.items():
         out[key] = ConfusionMatrix(num_classes).update(pred, label).matrix
         if trimap_widths is not None:
-            tri = TrimapEvaluator(num_classes, trimap_widths).update(pred, label)
+            tri = TrimapEvaluator(num_classes, trimap_widths, band=trimap_band)
+            tri.update(pred, label)
             out[f"trimap_{key}"] = tri.matrices
     return out
 
@@ -189,9 +197,9 @@ def _init_worker() -> None:
 
 
 def _score_task(task: tuple[Any, ...]) -> dict[str, np.ndarray]:
-    image, label, logits, num_classes, crf_dict, widths = task
+    image, label, logits, num_classes, crf_dict, widths, band = task
     crf = CRFParams.from_dict(crf_dict) if crf_dict is not None else None
-    return score_image(image, label, logits, num_classes, crf, widths)
+    return score_image(image, label, logits, num_classes, crf, widths, band)
 
 
 class _Scorer:
@@ -370,20 +378,26 @@ class EvalResult:
             curves: dict[str, TrimapEvaluator] = {method: self.trimap_plain}
             if self.trimap_crf is not None:
                 curves[f"{method}-CRF"] = self.trimap_crf
-            paths["trimap"] = plot_trimap_curves(curves, out / "trimap.png")
+            rule = {"void": "band around void pixels (paper Fig. 5)",
+                    "boundary": "band: pixels within w of a class change"}  # fmt: skip
+            paths["trimap"] = plot_trimap_curves(
+                curves, out / "trimap.png", title=rule[self.trimap_plain.band]
+            )
         return paths
 
 
 class _Accumulator:
-    def __init__(self, class_names: Sequence[str], crf: bool, trimap: bool) -> None:
+    def __init__(self, class_names: Sequence[str], crf: bool, band: str | None) -> None:
         k = len(class_names)
         self.class_names = tuple(class_names)
         self.plain = ConfusionMatrix(k, self.class_names)
         self.crf = ConfusionMatrix(k, self.class_names) if crf else None
-        self.tri_plain = TrimapEvaluator(k, DEFAULT_WIDTHS, self.class_names) if trimap else None
-        self.tri_crf = (
-            TrimapEvaluator(k, DEFAULT_WIDTHS, self.class_names) if trimap and crf else None
-        )
+
+        def trimap() -> TrimapEvaluator:
+            return TrimapEvaluator(k, DEFAULT_WIDTHS, self.class_names, band=band or "void")
+
+        self.tri_plain = trimap() if band else None
+        self.tri_crf = trimap() if band and crf else None
         self.count = 0
 
     def add(self, scores: dict[str, np.ndarray]) -> None:
@@ -413,13 +427,25 @@ class _Accumulator:
                           self.tri_crf, self.count, seconds)  # fmt: skip
 
 
+def trimap_band(trimap: bool | str | None) -> str | None:
+    """The band rule of a ``trimap`` option: False/None: none; True: "void"; or a rule of
+    :data:`deeplab.metrics.BANDS`."""
+    if trimap is None or trimap is False:
+        return None
+    if trimap is True:
+        return "void"
+    if trimap not in BANDS:
+        raise ValueError(f"trimap band {trimap!r}: expected one of {BANDS}")
+    return str(trimap)
+
+
 def _run(
     dataset: SegmentationDataset,
     logits_of: Callable[[int, Any], np.ndarray],
     num_classes: int,
     crf: CRFParams | None,
     workers: int,
-    trimap: bool,
+    trimap: bool | str,
     progress: ProgressFn | None,
     ctx: DistContext | None,
     limit: int | None,
@@ -432,8 +458,9 @@ def _run(
         )
     n = len(dataset) if limit is None else min(limit, len(dataset))
     indices = shard(n, ctx.rank, ctx.world_size) if ctx is not None else range(n)
-    acc = _Accumulator(dataset.class_names, crf is not None, trimap)
-    widths = DEFAULT_WIDTHS if trimap else None
+    band = trimap_band(trimap)
+    acc = _Accumulator(dataset.class_names, crf is not None, band)
+    widths = DEFAULT_WIDTHS if band else None
     crf_dict = None if crf is None else crf.to_dict()
     scorer = _Scorer(workers)
     in_flight: deque[str] = deque()  # names of the submitted images, in submission order
@@ -455,7 +482,8 @@ def _run(
                 continue
             sample = dataset[i]
             logits = logits_of(i, sample)
-            task = (sample.image, sample.label, logits, num_classes, crf_dict, widths)
+            task = (sample.image, sample.label, logits, num_classes, crf_dict, widths,
+                    band or "void")  # fmt: skip
             in_flight.append(name)
             for scores in scorer.submit(task):
                 take(scores, in_flight.popleft())
@@ -477,7 +505,7 @@ def evaluate(
     workers: int = 0,
     save_logits_dir: str | os.PathLike[str] | None = None,
     logits_dtype: str = "float16",
-    trimap: bool = False,
+    trimap: bool | str = False,
     pad_to: int | tuple[int, int] | None = None,
     progress: ProgressFn | None = None,
     ctx: DistContext | None = None,
@@ -491,7 +519,9 @@ def evaluate(
         crf: CRF parameters, or None to score the network alone.
         workers: CRF worker processes (0: in this process).
         save_logits_dir: also save each image's stride-8 scores there (module docstring).
-        trimap: also accumulate the trimap bands of paper Fig. 5 (widths 1..40).
+        trimap: also accumulate trimap bands, widths 1..40: True or "void" as in paper
+            Fig. 5 (around void pixels), "boundary" around the label's class changes
+            (:mod:`deeplab.metrics.trimap`).
         pad_to: padded input size (513 reproduces the released test; None: next 8k + 1).
         ctx: a :class:`deeplab.distributed.DistContext` to shard over processes.
         limit: score only the first ``limit`` images.
@@ -525,7 +555,7 @@ def evaluate_saved(
     crf_params: CRFParams | None = None,
     workers: int = 0,
     *,
-    trimap: bool = False,
+    trimap: bool | str = False,
     progress: ProgressFn | None = None,
     ctx: DistContext | None = None,
     limit: int | None = None,

@@ -15,6 +15,7 @@ from deeplab.metrics.trimap import (
     TrimapEvaluator,
     band_mask,
     band_masks,
+    boundary_distance,
     void_distance,
 )
 
@@ -161,3 +162,61 @@ def test_batches_and_merging() -> None:
         TrimapEvaluator(3, widths=[0, 1])
     with pytest.raises(ValueError, match="predictions span"):
         batch.update(np.full((12, 12), 3), labels[0])
+
+
+# ----------------------------------------------------------- the "boundary" rule (CamVid)
+
+
+def test_boundary_distance_hand_checked() -> None:
+    label = np.array(
+        [
+            [0, 0, 0, 1, 1],
+            [0, 0, 0, 1, 1],
+            [0, 0, 0, 1, V],
+            [0, 0, 0, 0, 0],
+        ]
+    )
+    d = boundary_distance(label)
+    # Columns 2 and 3 touch a different class (8-neighbourhood), and so does (3, 4)
+    # diagonally; (1, 4) touches only class 1 and the void pixel, which is no class change.
+    expected = np.array(
+        [
+            [3, 2, 1, 1, 2],
+            [3, 2, 1, 1, 2],
+            [3, 2, 1, 1, 0],
+            [3, 2, 1, 1, 1],
+        ]
+    )
+    np.testing.assert_array_equal(d, expected)
+    np.testing.assert_array_equal(
+        band_mask(label, 1, band="boundary"), (expected == 1)
+    )
+    masks = band_masks(label, [1, 2, 40], band="boundary")
+    np.testing.assert_array_equal(masks[1], (expected >= 1) & (expected <= 2))
+    assert not masks[2][2, 4]  # void is never scored
+
+
+def test_boundary_distance_without_a_class_change() -> None:
+    label = np.zeros((3, 4), np.uint8)
+    label[0, 0] = V
+    d = boundary_distance(label)
+    assert d[0, 0] == 0 and (d[label != V] == np.iinfo(np.int32).max).all()
+
+
+def test_boundary_evaluator_equals_masked_confusion_on_camvid_like_label() -> None:
+    rng = np.random.default_rng(0)
+    label = np.zeros((40, 50), np.uint8)
+    label[10:30, 15:35] = 3
+    label[:, 40:] = 5
+    label[0:5, 0:5] = V
+    pred = rng.integers(0, 6, label.shape)
+    tri = TrimapEvaluator(6, [1, 3, 10], band="boundary").update(pred, label)
+    for w in (1, 3, 10):
+        mask = band_mask(label, w, band="boundary")
+        expected = confusion_matrix(pred[mask], label[mask], 6)
+        np.testing.assert_array_equal(tri.confusion(w).matrix, expected)
+    assert tri.results()["band"] == "boundary"
+    with pytest.raises(ValueError, match="different classes, widths or bands"):
+        tri + TrimapEvaluator(6, [1, 3, 10])
+    with pytest.raises(ValueError, match="trimap band 'edges'"):
+        TrimapEvaluator(6, band="edges")

@@ -54,7 +54,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="CRF worker processes (0: inline)")
     p.add_argument("--save-logits", type=Path, help="save each image's stride-8 scores here")
     p.add_argument("--logits-dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--trimap", action="store_true", help="boundary trimap curves (paper Fig. 5)")
+    p.add_argument(
+        "--trimap", nargs="?", const="auto", default=None, choices=("auto", "void", "boundary"),
+        help="boundary trimap curves (paper Fig. 5): void = bands around void pixels (VOC), "
+        "boundary = around the label's class changes (CamVid); auto (no value): boundary for "
+        "--data camvid, else void",
+    )
     p.add_argument("--pad-to", type=int, default=None,
                    help="pad inputs to this square size (513: the released test; "
                    "default: the next 8k+1)")  # fmt: skip
@@ -115,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     # Re-scoring saved scores: the data they were saved for, unless options say otherwise.
     saved = saved_data(args.from_logits) if args.from_logits is not None else None
     data = data_spec_from_args(args, saved, split="val", synthetic_seed=1, synthetic_count=100)
+    if args.trimap == "auto":
+        # CamVid's void is not a thin band along the outlines: measure from the class changes.
+        args.trimap = "boundary" if data.kind == "camvid" else "void"
     dataset = build_dataset(data)
     ctx = setup(args.device if args.weights is not None else "cpu")
     bar = None

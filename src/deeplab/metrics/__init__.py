@@ -23,19 +23,23 @@ from deeplab.metrics.confusion import (
     pixel_accuracy,
 )
 from deeplab.metrics.trimap import (
+    BANDS,
     DEFAULT_WIDTHS,
     TrimapEvaluator,
     band_mask,
     band_masks,
+    boundary_distance,
     void_distance,
 )
 
 __all__ = [
+    "BANDS",
     "DEFAULT_WIDTHS",
     "ConfusionMatrix",
     "TrimapEvaluator",
     "band_mask",
     "band_masks",
+    "boundary_distance",
     "class_accuracy",
     "confusion_matrix",
     "iou_per_class",
