@@ -491,9 +491,14 @@ class _Runner:
 
 
 def select_images(
-    folder: str | os.PathLike[str], dataset: SegmentationDataset, num_images: int
+    folder: str | os.PathLike[str],
+    dataset: SegmentationDataset,
+    num_images: int,
+    spread: bool = False,
 ) -> list[tuple[int, str]]:
-    """(index, name) of the first ``num_images`` samples of ``dataset`` with saved scores."""
+    """(index, name) of ``num_images`` samples of ``dataset`` with saved scores: the first
+    ones, or with ``spread`` ones evenly spaced over all of them (lists ordered by video
+    sequence, as CamVid's, then give every sequence its share)."""
     if num_images < 1:
         raise ValueError(f"the image count must be >= 1, got {num_images}")
     base = Path(folder)
@@ -503,8 +508,11 @@ def select_images(
     for index, name in enumerate(dataset.names):
         if (base / f"{name}.npz").is_file():
             picks.append((index, name))
-            if len(picks) == num_images:
+            if len(picks) == num_images and not spread:
                 break
+    if spread and len(picks) > num_images:
+        at = np.round(np.linspace(0, len(picks) - 1, num_images)).astype(int)
+        picks = [picks[i] for i in at]
     if not picks:
         raise ValueError(
             f"{base} holds no saved scores for the samples of this dataset "
@@ -611,6 +619,7 @@ def search(
     rounds: int = 1,
     window: float = 1.0,
     num_images: int = 100,
+    spread: bool = False,
     reference: CRFParams | None = None,
     reference_name: str | None = None,
     workers: int = 0,
@@ -625,6 +634,7 @@ def search(
         rounds: refinement rounds after the coarse grid.
         window: half-width of each refinement window, in the previous round's steps.
         num_images: score the first this many samples that have saved scores.
+        spread: take them evenly over all saved samples instead (:func:`select_images`).
         reference: also score these parameters (e.g. the model's preset) on the same images.
         workers: worker processes (0: this process).
         progress: see :data:`ProgressFn`.
@@ -632,7 +642,7 @@ def search(
     start = time.perf_counter()
     space = space or SearchSpace()
     folder = Path(logits_dir)
-    picks = select_images(folder, dataset, num_images)
+    picks = select_images(folder, dataset, num_images, spread)
     k = _num_classes(folder, dataset)
     names = [name for _, name in picks]
     n = len(picks)

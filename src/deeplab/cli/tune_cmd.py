@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score the first N images with saved scores (default 100)",
     )
     g.add_argument(
+        "--spread",
+        action="store_true",
+        help="take the N images evenly over all saved ones, not the first N (for lists "
+        "ordered by video sequence, such as CamVid's)",
+    )
+    g.add_argument(
         "--reference",
         default=None,
         metavar="PRESET|FILE|none",
@@ -162,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             window=args.window,
             num_images=args.num_images,
+            spread=args.spread,
             reference=reference,
             reference_name=reference_name,
             workers=args.workers,
