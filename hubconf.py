@@ -9,7 +9,8 @@
 Every entry point takes ``num_classes`` (default 21) and ``weights`` (``None``, a checkpoint
 path, or a registered weights name found in ``$DEEPLAB_WEIGHTS_DIR``); nothing is ever
 downloaded. ``deeplab_largefov_tiny`` defaults to ``weights="shipped"``: the checkpoint in
-``src/deeplab/assets`` (6 synthetic-scene classes); ``weights=None`` gives a fresh one.
+``src/deeplab/assets`` (CamVid street scenes, 11 classes; "shipped-synthetic": the 6
+synthetic-scene classes); ``weights=None`` gives a fresh one.
 Models expect Caffe-convention input (BGR, 0..255, mean-subtracted, see
 ``deeplab.models.to_model_input``) and return stride-8 logits.
 """
@@ -60,18 +61,19 @@ def deeplab_largefov_tiny(
 ) -> _Any:
     """DeepLab-LargeFOV (tiny): the CPU demo network, by default with the shipped weights.
 
-    Args: weights: "shipped" (default: trained on synthetic 128x128 scenes, 6 classes:
-    background, disc, square, triangle, ring, cross; not for photographs), None (fresh
-    init), or a checkpoint path / registered weights name; num_classes: for a fresh
-    network (default 21), else it must match the checkpoint.
+    Args: weights: "shipped" (default: trained from scratch on CamVid street scenes on a
+    CPU, 11 classes: sky, building, pole, road, pavement, tree, sign, fence, car,
+    pedestrian, bicyclist), "shipped-synthetic" (synthetic 128x128 scenes, 6 classes; not
+    for photographs), None (fresh init), or a checkpoint path / registered weights name;
+    num_classes: for a fresh network (default 21), else it must match the checkpoint.
     """
-    if weights != "shipped":
+    if weights not in ("shipped", "shipped-synthetic"):
         return _models.build_model(
             "deeplab-largefov-tiny", num_classes=num_classes or 21, weights=weights
         )
     from deeplab.segment import shipped_weights
 
-    path = shipped_weights()
+    path = shipped_weights("camvid" if weights == "shipped" else "synthetic")
     if path is None:
         raise FileNotFoundError("this checkout has no src/deeplab/assets checkpoint")
     model = _models.load_model(path)

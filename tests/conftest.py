@@ -53,3 +53,18 @@ def one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(before[0])
     numba.set_num_threads(before[1])
+
+
+CAMVID = DATA / "camvid"
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """The real CamVid folder (../shared/data/camvid); missing, it fails in CI and skips
+    elsewhere."""
+    if not (CAMVID / "train.txt").is_file():
+        message = f"CamVid not found at {CAMVID} (set DEEPLAB_SHARED to the shared folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CAMVID

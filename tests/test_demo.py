@@ -76,6 +76,8 @@ def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Pa
     out = tmp_path / "demo"
     argv = [
         "demo",
+        "--data",
+        "synthetic",
         "--out",
         str(out),
         "--weights",
@@ -116,23 +118,25 @@ def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Pa
 def test_demo_without_shipped_checkpoint_says_how_to_train(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(demo, "shipped_weights", lambda: None)
-    with pytest.raises(FileNotFoundError, match="deeplab demo --train"):
-        run_demo(tmp_path / "x", DemoOptions(scenes=1))
+    monkeypatch.setattr(demo, "shipped_weights", lambda data="camvid": None)
+    with pytest.raises(FileNotFoundError, match="deeplab demo --data synthetic --train"):
+        run_demo(tmp_path / "x", DemoOptions(data="synthetic", scenes=1))
 
 
 def test_demo_refuses_a_checkpoint_for_other_classes(tmp_path: Path) -> None:
     path = tmp_path / "voc.safetensors"
     save_model(build_model("deeplab-largefov-tiny", num_classes=21), path, source="test")
     with pytest.raises(ValueError, match="synthetic scenes have"):
-        run_demo(tmp_path / "x", DemoOptions(scenes=1, weights=path))
+        run_demo(tmp_path / "x", DemoOptions(data="synthetic", scenes=1, weights=path))
 
 
 def test_demo_trains_with_the_training_library(tmp_path: Path) -> None:
     stages: list[str] = []
     result = run_demo(
         tmp_path / "demo",
-        DemoOptions(scenes=2, size=(48, 48), panels=1, train=True, train_iterations=2),
+        DemoOptions(
+            data="synthetic", scenes=2, size=(48, 48), panels=1, train=True, train_iterations=2
+        ),
         progress=lambda stage, done, total: stages.append(stage),
     )
     assert result.weights == tmp_path / "demo" / "train" / "model.safetensors"
@@ -143,12 +147,12 @@ def test_demo_trains_with_the_training_library(tmp_path: Path) -> None:
 
 
 def test_shipped_checkpoint_gains_from_the_crf(tmp_path: Path) -> None:
-    if shipped_weights() is None:
+    if shipped_weights("synthetic") is None:
         pytest.skip("this checkout has no shipped checkpoint (deeplab/assets)")
-    result = run_demo(tmp_path / "demo", DemoOptions(scenes=16, panels=0))
+    result = run_demo(tmp_path / "demo", DemoOptions(data="synthetic", scenes=16, panels=0))
     ev = result.evaluation
     assert ev.crf is not None and ev.trimap_plain is not None and ev.trimap_crf is not None
-    assert result.crf == segment_crf()  # the tuned parameters shipped with it
+    assert result.crf == segment_crf("synthetic")  # the tuned parameters shipped with it
     assert ev.mean_iou > 0.3  # trained: not just the background (1/6 = 0.17 then)
     assert ev.crf.mean_iou() > ev.mean_iou
     # The CRF's gain is at the boundaries (paper Fig. 5): the narrow trimap bands.
@@ -161,7 +165,7 @@ def test_train_recipe_and_size_come_from_the_shipped_checkpoint(
 ) -> None:
     from deeplab.demo import FALLBACK_RECIPE, demo_recipe, shipped_training
 
-    monkeypatch.setattr(demo, "shipped_weights", lambda: None)
+    monkeypatch.setattr(demo, "shipped_weights", lambda data="camvid": None)
     assert shipped_training() == (FALLBACK_RECIPE, (128, 128))
     recorded = {**FALLBACK_RECIPE, "lr": 0.02, "iterations": 1000, "lr_step": 800}
     path = tmp_path / "shipped.safetensors"
@@ -171,7 +175,7 @@ def test_train_recipe_and_size_come_from_the_shipped_checkpoint(
         class_names=SYNTHETIC_CLASSES,
         extra={"recipe": json.dumps(recorded), "data": json.dumps({"synthetic_size": [96, 80]})},
     )
-    monkeypatch.setattr(demo, "shipped_weights", lambda: path)
+    monkeypatch.setattr(demo, "shipped_weights", lambda data="camvid": path)
     assert shipped_training() == (recorded, (96, 80))
     recipe = demo_recipe()
     assert (recipe.lr, recipe.iterations, recipe.lr_step, recipe.crop) == (0.02, 1000, 800, 129)
@@ -184,7 +188,7 @@ def test_panels_show_scenes_where_the_network_finds_the_main_class() -> None:
     from deeplab.predict import Predictor
     from deeplab.segment import shipped_weights
 
-    path = shipped_weights()
+    path = shipped_weights("synthetic")
     assert path is not None
     predictor = Predictor(load_model(path))
     scenes = SyntheticScenes(12, size=(128, 128), seed=1)  # the demo's held-out family

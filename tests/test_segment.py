@@ -152,9 +152,9 @@ def test_load_network_says_what_the_weights_are(
     assert (info.variant, info.num_classes, info.kind) == ("deeplab-largefov-tiny", 6, "synthetic")
     assert str(weights) in info.describe() and "triangle" in info.describe()
     assert load_network("deeplab-largefov-tiny", "none", num_classes=4).info.kind == "untrained"
-    monkeypatch.setattr(segment, "shipped_weights", lambda: weights)
+    monkeypatch.setattr(segment, "shipped_weights", lambda data="camvid": weights)
     assert load_network(None, None).info.weights == str(weights)
-    monkeypatch.setattr(segment, "shipped_weights", lambda: None)
+    monkeypatch.setattr(segment, "shipped_weights", lambda data="camvid": None)
     with pytest.raises(FileNotFoundError, match="no shipped checkpoint"):
         load_network(None, None)
     monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
@@ -174,15 +174,38 @@ def test_resolve_crf(weights: Path, tmp_path: Path) -> None:
     tuned.save(tmp_path / "p.json")
     assert resolve_crf(tmp_path / "p.json", info) == tuned
     auto = resolve_crf("auto", info)
-    shipped = segment.shipped_crf_params()
+    shipped = segment.shipped_crf_params("synthetic")  # the weights are synthetic ones
     assert auto == (shipped or CRFParams.preset("deeplab-largefov"))
 
 
 def test_shipped_files_come_from_the_package() -> None:
-    path = shipped_weights()
-    if path is not None:
-        assert path.is_file()
+    for data in ("camvid", "synthetic"):
+        path = shipped_weights(data)
+        assert path is not None and path.is_file()
         assert Path(segment.__file__).parent / "assets" in path.parents
+        assert segment.shipped_crf_params(data) is not None
+    root = segment.shipped_camvid_root()
+    assert root is not None and (root / "val.txt").is_file()
+    with pytest.raises(ValueError, match="no shipped model for 'voc'"):
+        shipped_weights("voc")
+
+
+def test_the_default_network_is_the_camvid_model_and_says_so() -> None:
+    from deeplab.data import CAMVID_CLASSES
+
+    info = load_network(None, None).info
+    assert info.class_names == CAMVID_CLASSES and info.kind == "real"
+    assert "street scenes" in info.note and "11 classes" in info.note
+    assert resolve_crf("auto", info) == segment.shipped_crf_params("camvid")
+
+
+def test_camvid_overlays_colour_every_class() -> None:
+    from deeplab.data import camvid_palette
+
+    image = np.full((2, 2, 3), 200, np.uint8)
+    labels = np.zeros((2, 2), np.uint8)  # 0 is sky in CamVid, not a background
+    out = overlay(image, labels, palette=camvid_palette(), background=None)
+    assert (out != 200).any(axis=-1).all()
 
 
 def test_overlay_leaves_background_pixels_alone() -> None:

@@ -1,13 +1,17 @@
-"""The main job on the embedded default: DeepLab-LargeFOV (tiny) + CRF on synthetic scenes.
+"""The main job on the embedded default: DeepLab-LargeFOV (tiny) + CRF on real street photos.
 
-1. The network: the ``deeplab-largefov-tiny`` checkpoint the package ships (trained on
-   :class:`deeplab.data.SyntheticScenes` of seed 0), or one trained here for a few minutes
-   with the project's training library (``train=True``).
-2. Held-out scenes (another seed) are scored with :func:`deeplab.evaluate.evaluate`
-   without and with the dense CRF (paper section 4), with the boundary trimap (Fig. 5).
+1. The network: a ``deeplab-largefov-tiny`` checkpoint the package ships, trained from
+   scratch on a CPU: on CamVid street scenes (``data="camvid"``, the default) or on
+   :class:`deeplab.data.SyntheticScenes` of seed 0 (``data="synthetic"``, which can also
+   train one here in a few minutes with ``train=True``).
+2. Images it never trained on are scored with :func:`deeplab.evaluate.evaluate` without and
+   with the dense CRF (paper section 4), with the boundary trimap (Fig. 5): the CamVid val
+   photos shipped in the package (or a whole CamVid folder), or held-out synthetic scenes
+   (another seed). CamVid's void is not a thin outline band, so its trimap bands are
+   measured from the label's class changes (:mod:`deeplab.metrics.trimap`).
 3. A self-contained HTML report (:mod:`deeplab.report`): the mean IoU table, the trimap
-   curves, and for a few scenes the image, the DCNN result, the DCNN+CRF result and the
-   ground truth, with the belief maps of the scene's main object class after CRF
+   curves, and for a few images the image, the DCNN result, the DCNN+CRF result and the
+   ground truth, with the belief maps of the image's main object class after CRF
    iterations 1, 2 and 10 (paper Fig. 2). ``results.json`` / ``results.md`` hold the figures.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +28,29 @@ from typing import Any
 import numpy as np
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.data import IGNORE_INDEX, SyntheticScenes
+from deeplab.data import IGNORE_INDEX, CamVid, SegmentationDataset, SyntheticScenes
+from deeplab.data.camvid import CAMVID_CLASSES
 from deeplab.data.image_io import save_png
+from deeplab.data.palettes import palette_for
 from deeplab.data.synthetic import SYNTHETIC_CLASSES
 from deeplab.evaluate import EvalResult, evaluate
 from deeplab.models import DeepLab, load_checkpoint, load_model
 from deeplab.predict import Predictor
 from deeplab.report import Figure, ReportData, ScenePanel, write_report
-from deeplab.segment import SHIPPED_MODEL, SHIPPED_WEIGHTS, shipped_crf_params, shipped_weights
+from deeplab.segment import (
+    SHIPPED_CAMVID,
+    SHIPPED_MODEL,
+    SHIPPED_WEIGHTS,
+    SYNTHETIC_WEIGHTS,
+    shipped_camvid_root,
+    shipped_crf_params,
+    shipped_weights,
+)
 
 __all__ = [
     "BELIEF_ITERATIONS",
+    "CAMVID_STUFF",
+    "DEMO_DATA",
     "FALLBACK_RECIPE",
     "DemoOptions",
     "DemoResult",
@@ -54,6 +70,12 @@ BELIEF_ITERATIONS: tuple[int, ...] = (1, 2, 10)
 
 HELD_OUT_SEED = 1  # training uses scene family 0; `deeplab evaluate` scores family 1 too
 
+DEMO_DATA: tuple[str, ...] = ("camvid", "synthetic")
+"""What the demo can run on: CamVid street photos (default) or synthetic scenes."""
+
+CAMVID_STUFF: tuple[str, ...] = ("sky", "building", "road", "pavement", "tree")
+"""CamVid's large background classes: the belief maps show an object class instead."""
+
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total) with stage "train", "evaluate" or "panels"."""
 
@@ -62,13 +84,20 @@ Progress = Callable[[str, int, int], None]
 class DemoOptions:
     """What the demo runs on.
 
-    ``size``: (H, W) of the scenes, those trained on (seed 0) and those scored (``seed``);
-    None: the size the shipped checkpoint was trained on (128x128). ``weights``: a checkpoint, or
-    None for the shipped one (ignored with ``train``). ``crf``: CRF parameters, or None for
-    the ones tuned for the shipped checkpoint (else the ``deeplab-largefov`` preset).
-    ``train_iterations``: SGD iterations of ``train`` (None: the shipped checkpoint's).
+    ``data``: "camvid" (the shipped CamVid model on CamVid val photos: those shipped in the
+    package, or all of ``camvid_root``'s val split, at most ``limit``) or "synthetic"
+    (``scenes`` held-out synthetic scenes of family ``seed``). ``size``: (H, W) of the
+    synthetic scenes, those trained on (seed 0) and those scored; None: the size the shipped
+    checkpoint was trained on (128x128). ``weights``: a checkpoint, or None for the shipped
+    one (ignored with ``train``). ``crf``: CRF parameters, or None for the ones tuned for the
+    shipped checkpoint (else the ``deeplab-largefov`` preset). ``train`` (synthetic only):
+    train the network here first, ``train_iterations`` SGD iterations (None: the shipped
+    checkpoint's).
     """
 
+    data: str = "camvid"
+    camvid_root: Path | None = None
+    limit: int | None = None
     scenes: int = 100
     seed: int = HELD_OUT_SEED
     size: tuple[int, int] | None = None
@@ -111,10 +140,10 @@ DEFAULT_SIZE = (128, 128)
 
 
 def shipped_training() -> tuple[dict[str, Any], tuple[int, int]]:
-    """(recipe fields, scene size) the shipped checkpoint was trained with, as its metadata
-    records them; :data:`FALLBACK_RECIPE` and :data:`DEFAULT_SIZE` where it does not."""
+    """(recipe fields, scene size) the shipped synthetic checkpoint was trained with, as its
+    metadata records them; :data:`FALLBACK_RECIPE` and :data:`DEFAULT_SIZE` where it does not."""
     recipe, size = dict(FALLBACK_RECIPE), DEFAULT_SIZE
-    path = shipped_weights()
+    path = shipped_weights("synthetic")
     if path is None:
         return recipe, size
     _, meta = load_checkpoint(path)
@@ -180,10 +209,13 @@ def train_demo_model(
     return result.model.eval(), result.model_path
 
 
-def main_class(label: np.ndarray, num_classes: int) -> int:
-    """The scene's main object class: the most frequent non-background, non-void label
-    (0, the background, when the scene has no object)."""
-    values = label[(label != IGNORE_INDEX) & (label != 0)]
+def main_class(label: np.ndarray, num_classes: int, skip: Sequence[int] = (0,)) -> int:
+    """The scene's main object class: the most frequent non-void label not in ``skip``
+    (the background classes); without one, the most frequent label (0 if all void)."""
+    labelled = label[label != IGNORE_INDEX]
+    values = labelled[~np.isin(labelled, np.asarray(skip, dtype=labelled.dtype))]
+    if values.size == 0:
+        values = labelled
     if values.size == 0:
         return 0
     return int(np.bincount(values, minlength=num_classes).argmax())
@@ -194,12 +226,14 @@ def scene_panel(
     sample: Any,
     params: CRFParams,
     class_names: tuple[str, ...],
+    skip: Sequence[int] = (0,),
 ) -> ScenePanel:
-    """Image, DCNN, DCNN+CRF, ground truth and the beliefs of the main class: the DCNN's
-    softmax, then the CRF marginals after the iterations in :data:`BELIEF_ITERATIONS`."""
+    """Image, DCNN, DCNN+CRF, ground truth and the beliefs of the main class
+    (:func:`main_class`): the DCNN's softmax, then the CRF marginals after the iterations
+    in :data:`BELIEF_ITERATIONS`."""
     image, label = sample.image, sample.label
     logits = predictor.logits(image)
-    cls = main_class(label, len(class_names))
+    cls = main_class(label, len(class_names), skip)
     z = np.exp(logits - logits.max(0, keepdims=True))
     beliefs = [("DCNN output", z[cls] / z.sum(0))]
     want = set(BELIEF_ITERATIONS) | {params.iterations}
@@ -226,7 +260,12 @@ def scene_panel(
 
 
 def panel_scenes(
-    predictor: Predictor, scenes: Any, count: int, num_classes: int, min_found: float = 0.3
+    predictor: Predictor,
+    scenes: Any,
+    count: int,
+    num_classes: int,
+    min_found: float = 0.3,
+    skip: Sequence[int] = (0,),
 ) -> list[int]:
     """Indices of ``count`` scenes to show: first those whose main object class the network
     finds (its argmax covers at least ``min_found`` of that class's pixels), so that the
@@ -240,8 +279,8 @@ def panel_scenes(
         if len(found) >= count:
             break
         label = scenes[i].label
-        cls = main_class(label, num_classes)
-        if cls == 0:
+        cls = main_class(label, num_classes, skip)
+        if cls in skip:
             others.append(i)
             continue
         truth = label == cls
@@ -253,12 +292,90 @@ def panel_scenes(
     return (found + with_object + others)[:count]
 
 
-def _panel_strip(panel: ScenePanel) -> np.ndarray:
+def _panel_strip(panel: ScenePanel, palette: np.ndarray) -> np.ndarray:
     from deeplab.data.classes import colorize
 
-    return np.concatenate(
-        [panel.image, colorize(panel.dcnn), colorize(panel.crf), colorize(panel.truth)], axis=1
-    )
+    labels = [colorize(x, palette) for x in (panel.dcnn, panel.crf, panel.truth)]
+    return np.concatenate([panel.image, *labels], axis=1)
+
+
+@dataclass
+class _Inputs:
+    """What one demo run scores: the network, its CRF, the images and how to show them."""
+
+    model: DeepLab
+    weights: Path
+    crf: CRFParams
+    dataset: SegmentationDataset
+    limit: int | None
+    data_note: str
+    band: str
+    skip: tuple[int, ...]
+    title: str
+
+
+def _load_weights(given: Path | None, data: str, asset: str) -> tuple[DeepLab, Path]:
+    found = given if given is not None else shipped_weights(data)
+    if found is None:
+        hint = "train one with `deeplab demo --data synthetic --train` (a few minutes) or "
+        raise FileNotFoundError(
+            f"this installation has no shipped checkpoint deeplab/assets/{asset}: "
+            + (hint if data == "synthetic" else "")
+            + "pass --weights FILE"
+        )
+    return load_model(found).eval(), Path(found)
+
+
+def _check_classes(model: DeepLab, weights: Path, expected: tuple[str, ...], what: str) -> None:
+    names = tuple(model.class_names) or expected
+    if names != expected:
+        raise ValueError(f"{weights} predicts {names}; {what}: {expected}")
+
+
+def _camvid_inputs(opts: DemoOptions) -> _Inputs:
+    if opts.train:
+        raise ValueError(
+            "--train retrains the synthetic-scene model only (--data synthetic); the CamVid "
+            "model's recipe is configs/deeplab-largefov-tiny-camvid.json (README, CamVid)"
+        )
+    model, weights = _load_weights(opts.weights, "camvid", SHIPPED_WEIGHTS)
+    root = opts.camvid_root or shipped_camvid_root()
+    if root is None:
+        raise FileNotFoundError(
+            f"this installation has no shipped CamVid photos deeplab/assets/{SHIPPED_CAMVID}: "
+            "pass --camvid-root DIR (a CamVid folder with val/, valannot/, val.txt)"
+        )
+    dataset = CamVid(root, "val")
+    _check_classes(model, weights, CAMVID_CLASSES, "CamVid has")
+    shipped = opts.camvid_root is None
+    n = len(dataset) if opts.limit is None else min(opts.limit, len(dataset))
+    note = (
+        f"{n} CamVid val photos shipped in the package"
+        if shipped
+        else f"{n} CamVid val photos of {root}"
+    ) + " (480x360; never trained on)"
+    return _Inputs(
+        model, weights, opts.crf or shipped_crf_params("camvid") or CRFParams.preset(
+            "deeplab-largefov"), dataset, opts.limit, note, "boundary",
+        tuple(CAMVID_CLASSES.index(c) for c in CAMVID_STUFF),
+        "DeepLab v1 demo: DCNN and fully connected CRF on CamVid street scenes",
+    )  # fmt: skip
+
+
+def _synthetic_inputs(opts: DemoOptions, progress: Progress | None, out: Path) -> _Inputs:
+    size = opts.size or shipped_training()[1]
+    if opts.train:
+        model, weights = train_demo_model(out / "train", opts.train_iterations, size, progress)
+    else:
+        model, weights = _load_weights(opts.weights, "synthetic", SYNTHETIC_WEIGHTS)
+    _check_classes(model, weights, SYNTHETIC_CLASSES, "the synthetic scenes have")
+    params = opts.crf or shipped_crf_params("synthetic") or CRFParams.preset("deeplab-largefov")
+    scenes = SyntheticScenes(opts.scenes, size=size, seed=opts.seed)
+    note = f"{opts.scenes} held-out synthetic scenes, seed {opts.seed}, {size[0]}x{size[1]}"
+    return _Inputs(
+        model, weights, params, scenes, None, note, "void", (0,),
+        "DeepLab v1 demo: DCNN and fully connected CRF on synthetic scenes",
+    )  # fmt: skip
 
 
 def run_demo(
@@ -268,64 +385,65 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo (module docstring) and write its files to ``out_dir``."""
     opts = options or DemoOptions()
+    if opts.data not in DEMO_DATA:
+        raise ValueError(f"demo data {opts.data!r}: expected one of {DEMO_DATA}")
     out = Path(out_dir)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    size = opts.size or shipped_training()[1]
-    if opts.train:
-        model, weights = train_demo_model(out / "train", opts.train_iterations, size, progress)
-        seconds["train"] = time.perf_counter() - start
+    if opts.data == "camvid":
+        inputs = _camvid_inputs(opts)
     else:
-        found = opts.weights if opts.weights is not None else shipped_weights()
-        if found is None:
-            raise FileNotFoundError(
-                f"this installation has no shipped checkpoint deeplab/assets/{SHIPPED_WEIGHTS}: "
-                "train one with `deeplab demo --train` (a few minutes) or pass --weights FILE"
-            )
-        weights = Path(found)
-        model = load_model(weights).eval()
-    params = opts.crf or shipped_crf_params() or CRFParams.preset("deeplab-largefov")
-    class_names = tuple(model.class_names) or SYNTHETIC_CLASSES
-    scenes = SyntheticScenes(opts.scenes, size=size, seed=opts.seed)
-    if tuple(scenes.class_names) != class_names:
-        raise ValueError(
-            f"{weights} predicts {class_names}, the synthetic scenes have {scenes.class_names}"
-        )
+        inputs = _synthetic_inputs(opts, progress, out)
+        if opts.train:
+            seconds["train"] = time.perf_counter() - start
+    model, weights, params = inputs.model, inputs.weights, inputs.crf
+    class_names = tuple(inputs.dataset.class_names)
+    palette = palette_for(class_names)
+    total = len(inputs.dataset) if inputs.limit is None else min(inputs.limit, len(inputs.dataset))
 
     t = time.perf_counter()
     result = evaluate(
         model,
-        scenes,
+        inputs.dataset,
         crf=params,
         workers=opts.workers,
-        trimap=True,
-        progress=None if progress is None else (lambda n: progress("evaluate", n, opts.scenes)),
+        trimap=inputs.band,
+        limit=inputs.limit,
+        progress=None if progress is None else (lambda n: progress("evaluate", n, total)),
     )
     seconds["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     method = "DCNN"  # the trimap legend then matches the report table (DCNN, DCNN-CRF)
-    info = {"model": SHIPPED_MODEL, "weights": str(weights), "data": f"synthetic seed {opts.seed}"}
+    info = {"model": SHIPPED_MODEL, "weights": str(weights), "data": inputs.data_note}
     paths = result.write(out, method, **info)
     predictor = Predictor(model)
     panels = []
-    count = min(opts.panels, opts.scenes)
-    for n, i in enumerate(panel_scenes(predictor, scenes, count, len(class_names))):
-        panel = scene_panel(predictor, scenes[i], params, class_names)
+    count = min(opts.panels, total)
+    for n, i in enumerate(
+        panel_scenes(predictor, inputs.dataset, count, len(class_names), skip=inputs.skip)
+    ):
+        panel = scene_panel(predictor, inputs.dataset[i], params, class_names, inputs.skip)
         panels.append(panel)
-        save_png(out / "scenes" / f"{panel.name}.png", _panel_strip(panel))
+        save_png(out / "scenes" / f"{panel.name}.png", _panel_strip(panel, palette))
         if progress is not None:
             progress("panels", n + 1, count)
     seconds["panels"] = time.perf_counter() - t
 
     if result.crf is None or "trimap" not in paths:
         raise RuntimeError("evaluate() returned no CRF or trimap scores")
+    band = (
+        "the pixels within the given distance of a class change in the ground truth "
+        "(CamVid's void pixels are not a thin outline band)"
+        if inputs.band == "boundary"
+        else "the void band of the ground truth"
+    )
     figures = [
         Figure(
             "Trimap: accuracy near object boundaries (paper Fig. 5)",
             paths["trimap"].read_bytes(),
-            "Pixel accuracy and mean IoU within a band of the given width around "
-            "the object boundaries (the void band of the ground truth).",
+            f"Pixel accuracy and mean IoU within a band of the given width around the object "
+            f"boundaries: {band}.",
         )
     ]
     for key, name in (("confusion", "DCNN"), ("confusion_crf", "DCNN+CRF")):
@@ -334,7 +452,7 @@ def run_demo(
                 Figure(
                     f"Confusion matrix, {name}",
                     paths[key].read_bytes(),
-                    "Rows: true class, columns: predicted class, over all held-out scenes; "
+                    "Rows: true class, columns: predicted class, over all scored images; "
                     "each row sums to 100% (the share of that class's pixels given each "
                     f"label; void not counted). {paths[key].name} in the output folder.",
                 )
@@ -345,10 +463,7 @@ def run_demo(
     summary = [
         ("network", f"{SHIPPED_MODEL} ({sum(p.numel() for p in model.parameters()):,} weights)"),
         ("weights", f"{weights}" + (" (trained by this run)" if opts.train else "")),
-        (
-            "scenes",
-            f"{opts.scenes} held-out synthetic scenes, seed {opts.seed}, {size[0]}x{size[1]}",
-        ),
+        ("images", inputs.data_note),
         ("CRF", json.dumps(params.to_dict())),
         (
             "mean IoU",
@@ -363,12 +478,13 @@ def run_demo(
     report = write_report(
         out / "report.html",
         ReportData(
-            title="DeepLab v1 demo: DCNN and fully connected CRF on synthetic scenes",
+            title=inputs.title,
             class_names=class_names,
             methods={"DCNN": result.plain, "DCNN+CRF": result.crf},
             summary=summary,
             figures=figures,
             panels=panels,
+            palette=palette,
         ),
     )
     seconds["total"] = time.perf_counter() - start

@@ -106,6 +106,8 @@ class ReportData:
     summary: list[tuple[str, str]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     panels: list[ScenePanel] = field(default_factory=list)
+    palette: np.ndarray | None = None
+    """(256, 3) uint8 colours of the label values (None: the VOC palette)."""
 
 
 _CSS = """
@@ -150,14 +152,14 @@ def _iou_table(data: ReportData) -> str:
     )
 
 
-def _legend(names: Sequence[str]) -> str:
+def _legend(names: Sequence[str], palette: np.ndarray) -> str:
     items = []
     for i, name in enumerate(names):
-        r, g, b = (int(v) for v in VOC_PALETTE[i])
+        r, g, b = (int(v) for v in palette[i])
         items.append(
             f'<span><i class="swatch" style="background:rgb({r},{g},{b})"></i>{_e(name)}</span>'
         )
-    r, g, b = (int(v) for v in VOC_PALETTE[255])
+    r, g, b = (int(v) for v in palette[255])
     items.append(f'<span><i class="swatch" style="background:rgb({r},{g},{b})"></i>void</span>')
     return f'<p class="legend">{"".join(items)}</p>'
 
@@ -180,14 +182,14 @@ def colour_bar(cmap: str = "jet", height: int = 128) -> str:
     )
 
 
-def _panel(panel: ScenePanel) -> str:
+def _panel(panel: ScenePanel, palette: np.ndarray) -> str:
     parts = [
         f"<h3>{_e(panel.name)}</h3>",
         '<div class="row">',
         _tile(panel.image, "image"),
-        _tile(colorize(panel.dcnn), "DCNN"),
-        _tile(colorize(panel.crf), "DCNN + CRF"),
-        _tile(colorize(panel.truth), "ground truth"),
+        _tile(colorize(panel.dcnn, palette), "DCNN"),
+        _tile(colorize(panel.crf, palette), "DCNN + CRF"),
+        _tile(colorize(panel.truth, palette), "ground truth"),
         "</div>",
     ]
     if panel.beliefs:
@@ -219,8 +221,9 @@ def render_html(data: ReportData) -> str:
         if fig.caption:
             out.append(f"<p>{_e(fig.caption)}</p>")
     if data.panels:
-        out += ["<h2>Scenes</h2>", _legend(data.class_names)]
-        out += [_panel(p) for p in data.panels]
+        palette = VOC_PALETTE if data.palette is None else np.asarray(data.palette, np.uint8)
+        out += ["<h2>Scenes</h2>", _legend(data.class_names, palette)]
+        out += [_panel(p, palette) for p in data.panels]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -4,15 +4,17 @@
 
     from deeplab.segment import load_network, resolve_crf, Segmenter
 
-    net = load_network(None, None)                # the shipped synthetic tiny model
+    net = load_network(None, None)                # the shipped CamVid tiny model
     seg = Segmenter(net.model, resolve_crf("auto", net))
     result = seg.segment(image)                   # (H, W, 3) uint8 RGB
     result.labels, result.dcnn_labels, result.probs
 
-Which weights a run uses is always spelled out (:class:`NetworkInfo`). Weights that were
-not trained on photographs (the shipped synthetic-scene model, an untrained network) are
-flagged ``kind != "real"`` and :func:`real_weights_hint` says how to get real ones: convert
-the authors' Caffe models with ``deeplab convert`` or train on VOC.
+Which weights a run uses is always spelled out (:class:`NetworkInfo`). The default is the
+shipped ``deeplab-largefov-tiny`` trained on CamVid street scenes (11 classes) on a CPU;
+``NetworkInfo.note`` says so. Weights that were not trained on photographs (the shipped
+synthetic-scene model, an untrained network) are flagged ``kind != "real"`` and
+:func:`real_weights_hint` says how to get real ones: convert the authors' Caffe models with
+``deeplab convert`` or train on VOC.
 
 The shipped files live in the package (``deeplab/assets``) and are found with
 :mod:`importlib.resources`, so they work from a wheel as from a checkout.
@@ -37,8 +39,10 @@ from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.crf import dense as crf_dense
+from deeplab.data.camvid import CAMVID_CLASSES
 from deeplab.data.classes import colorize, write_label_png
 from deeplab.data.image_io import load_image, save_image, write_bytes
+from deeplab.data.palettes import background_label, palette_for
 from deeplab.data.synthetic import SYNTHETIC_CLASSES
 from deeplab.io_utils import DiskFullError
 from deeplab.models import WEIGHTS, build_model, get_variant, load_checkpoint
@@ -47,9 +51,13 @@ from deeplab.predict import Predictor
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "SHIPPED_CAMVID",
     "SHIPPED_CRF",
     "SHIPPED_MODEL",
+    "SHIPPED_NOTE",
     "SHIPPED_WEIGHTS",
+    "SYNTHETIC_CRF",
+    "SYNTHETIC_WEIGHTS",
     "InputFile",
     "NetworkInfo",
     "Segmentation",
@@ -60,6 +68,7 @@ __all__ = [
     "real_weights_hint",
     "resolve_crf",
     "segment_files",
+    "shipped_camvid_root",
     "shipped_crf_params",
     "shipped_weights",
 ]
@@ -67,8 +76,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = "deeplab-largefov-tiny"
-SHIPPED_WEIGHTS = "deeplab-largefov-tiny-synthetic.safetensors"
-SHIPPED_CRF = "crf-synthetic.json"
+SHIPPED_WEIGHTS = "deeplab-largefov-tiny-camvid.safetensors"
+SHIPPED_CRF = "crf-camvid.json"
+SHIPPED_CAMVID = "camvid"
+SYNTHETIC_WEIGHTS = "deeplab-largefov-tiny-synthetic.safetensors"
+SYNTHETIC_CRF = "crf-synthetic.json"
+SHIPPED_NOTE = (
+    "the shipped model knows street scenes (CamVid: sky, building, pole, road, pavement, "
+    "tree, sign, fence, car, pedestrian, bicyclist) and was trained from scratch on a 2-core "
+    "CPU; a photo of anything else still gets labels from these 11 classes"
+)
+_SHIPPED = {
+    "camvid": (SHIPPED_WEIGHTS, SHIPPED_CRF),
+    "synthetic": (SYNTHETIC_WEIGHTS, SYNTHETIC_CRF),
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp", ".gif")
 
 # Keeps files extracted from a zipped install alive until the interpreter exits.
@@ -76,25 +97,40 @@ _ASSET_FILES = contextlib.ExitStack()
 atexit.register(_ASSET_FILES.close)
 
 
-def _asset(name: str) -> Path | None:
-    """A file of ``deeplab/assets`` as a real path, or None when the package lacks it."""
+def _asset(name: str, folder: bool = False) -> Path | None:
+    """A file (or ``folder``) of ``deeplab/assets`` as a real path, or None when the
+    package lacks it."""
     ref = resources.files("deeplab").joinpath("assets").joinpath(name)
-    if not ref.is_file():
+    if not (ref.is_dir() if folder else ref.is_file()):
         return None
     if isinstance(ref, Path):
         return ref
     return Path(_ASSET_FILES.enter_context(resources.as_file(ref)))
 
 
-def shipped_weights() -> Path | None:
-    """The packaged ``deeplab-largefov-tiny`` checkpoint trained on synthetic scenes."""
-    return _asset(SHIPPED_WEIGHTS)
+def _shipped(data: str) -> tuple[str, str]:
+    try:
+        return _SHIPPED[data]
+    except KeyError:
+        raise ValueError(f"no shipped model for {data!r}; known: {sorted(_SHIPPED)}") from None
 
 
-def shipped_crf_params() -> CRFParams | None:
-    """CRF parameters tuned for the shipped checkpoint, if the package has them."""
-    path = _asset(SHIPPED_CRF)
+def shipped_weights(data: str = "camvid") -> Path | None:
+    """The packaged ``deeplab-largefov-tiny`` checkpoint trained on ``data``: "camvid"
+    (the default network) or "synthetic" (the synthetic scenes of the tests and
+    ``deeplab demo --data synthetic``)."""
+    return _asset(_shipped(data)[0])
+
+
+def shipped_crf_params(data: str = "camvid") -> CRFParams | None:
+    """CRF parameters tuned for the shipped checkpoint of ``data``, if the package has them."""
+    path = _asset(_shipped(data)[1])
     return None if path is None else CRFParams.load(path)
+
+
+def shipped_camvid_root() -> Path | None:
+    """The CamVid val photos shipped with the package (CamVid layout, split "val")."""
+    return _asset(SHIPPED_CAMVID, folder=True)
 
 
 # --------------------------------------------------------------------------- weights
@@ -114,6 +150,7 @@ class NetworkInfo:
     weights: str
     source: str
     kind: str
+    note: str = ""
 
     def describe(self) -> str:
         classes = ", ".join(self.class_names) if self.class_names else "unnamed"
@@ -153,6 +190,12 @@ def _kind(class_names: Sequence[str]) -> str:
     return "synthetic" if tuple(class_names) == SYNTHETIC_CLASSES else "real"
 
 
+def _trained_on(class_names: Sequence[str]) -> str | None:
+    """"camvid" / "synthetic" for networks with those classes (their shipped CRF fits)."""
+    names = tuple(class_names)
+    return {CAMVID_CLASSES: "camvid", SYNTHETIC_CLASSES: "synthetic"}.get(names)
+
+
 def _default_weights(model: str | None) -> str:
     """The checkpoint used when no --weights is given for ``model``."""
     if model is None or get_variant(model).name == SHIPPED_MODEL:
@@ -183,7 +226,7 @@ def load_network(
 
     ``weights``: a checkpoint path, a registered :data:`~deeplab.models.WEIGHTS` name,
     ``"none"`` (an untrained network with ``num_classes`` classes) or None (the default:
-    the shipped synthetic checkpoint for ``deeplab-largefov-tiny`` / no model, else the
+    the shipped CamVid checkpoint for ``deeplab-largefov-tiny`` / no model, else the
     variant's converted VOC checkpoint if it is in :func:`~deeplab.models.weights.weights_dir`).
     A checkpoint that does not fit ``model`` is a ValueError listing the differences.
     """
@@ -209,19 +252,32 @@ def load_network(
     variant = get_variant(model or meta.variant).name
     net = build_model(variant, num_classes=meta.num_classes, weights=path).eval()
     names = tuple(meta.class_names)
-    info = NetworkInfo(variant, meta.num_classes, names, os.fspath(path), meta.source, _kind(names))
+    shipped = shipped_weights()
+    note = SHIPPED_NOTE if shipped is not None and _same_file(path, shipped) else ""
+    info = NetworkInfo(
+        variant, meta.num_classes, names, os.fspath(path), meta.source, _kind(names), note
+    )
     log.info("network: %s", info.describe())
     return Network(net, info)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def resolve_crf(spec: str | os.PathLike[str] | None, info: NetworkInfo) -> CRFParams | None:
-    """``--crf``: "none"/None (no CRF), "auto" (tuned parameters shipped for the synthetic
-    model, else the variant's preset), a preset name or a JSON file."""
+    """``--crf``: "none"/None (no CRF), "auto" (the parameters tuned for the shipped CamVid
+    or synthetic model, for networks with their classes; else the variant's preset), a
+    preset name or a JSON file."""
     if spec is None or str(spec).lower() == "none":
         return None
     if str(spec) == "auto":
-        if info.kind == "synthetic":
-            tuned = shipped_crf_params()
+        data = _trained_on(info.class_names)
+        if data is not None:
+            tuned = shipped_crf_params(data)
             if tuned is not None:
                 return tuned
         return CRFParams.preset(get_variant(info.variant).crf_preset or "deeplab-largefov")
@@ -261,6 +317,9 @@ class Segmenter:
         self.predictor = Predictor(model, device)
         self.crf = crf
         self.num_classes = int(getattr(model, "num_classes", 0)) or None
+        names = tuple(getattr(model, "class_names", ()) or ())
+        self.palette = palette_for(names)
+        self.background = background_label(names)
 
     def check_size(self, height: int, width: int) -> None:
         """MemoryError with the figures when the CRF could not hold this image in memory."""
@@ -279,11 +338,18 @@ class Segmenter:
         return Segmentation(labels, dcnn, q if keep_probs else None)
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The image with the label colours blended in (background, label 0, left as is)."""
-    colours = colorize(labels).astype(np.float32)
+def overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = 0.55,
+    palette: np.ndarray | None = None,
+    background: int | None = 0,
+) -> np.ndarray:
+    """The image with the label colours (``palette``, default VOC's) blended in; the
+    ``background`` label (None: none) is left as is."""
+    colours = colorize(labels, palette).astype(np.float32)
     mix = image.astype(np.float32)
-    fg = labels != 0
+    fg = labels != background if background is not None else np.ones(labels.shape, bool)
     mix[fg] = (1 - alpha) * mix[fg] + alpha * colours[fg]
     return np.clip(mix + 0.5, 0, 255).astype(np.uint8)
 
@@ -403,9 +469,13 @@ def segment_files(
                 continue
             image = load_image(item.path)
             result = segmenter.segment(image, keep_probs=save_probs)
-            write_label_png(targets["labels"], result.labels)
+            write_label_png(targets["labels"], result.labels, segmenter.palette)
             if overlays:
-                save_image(targets["overlay"], overlay(image, result.labels), quality=90)
+                mixed = overlay(
+                    image, result.labels, palette=segmenter.palette,
+                    background=segmenter.background,
+                )  # fmt: skip
+                save_image(targets["overlay"], mixed, quality=90)
             if save_probs and result.probs is not None:
                 write_bytes(targets["probs"], _npy_bytes(result.probs.astype(probs_dtype)))
             summary.written[item.path] = list(targets.values())

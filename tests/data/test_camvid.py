@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +10,6 @@ from PIL import Image
 
 from deeplab.data import CAMVID_CLASSES, IGNORE_INDEX, CamVid, camvid_palette
 from deeplab.train.data import DataSpec, build_dataset
-
-SHARED = Path(os.environ.get("DEEPLAB_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-CAMVID = SHARED / "data" / "camvid"
-
-
-@pytest.fixture(scope="session")
-def camvid_root() -> Path:
-    """The real CamVid folder; missing, it fails in CI and skips elsewhere."""
-    if not (CAMVID / "train.txt").is_file():
-        message = f"CamVid not found at {CAMVID} (set DEEPLAB_SHARED to the shared folder)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CAMVID
 
 
 def test_the_real_splits(camvid_root: Path) -> None:
@@ -138,3 +123,26 @@ def test_malformed_list_line(tmp_path: Path) -> None:
     (tmp_path / "val.txt").write_text("\n\n")
     with pytest.raises(ValueError, match="names no images"):
         CamVid(tmp_path, "val")
+
+
+def test_evaluate_command_stops_on_a_bad_file_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A fresh network with CamVid's classes: the scores do not matter, the stop does.
+    from deeplab.cli import main
+    from deeplab.models import build_model, save_model
+
+    weights = tmp_path / "camvid.safetensors"
+    save_model(build_model("deeplab-largefov-tiny", num_classes=11), weights,
+               class_names=CAMVID_CLASSES, source="test")  # fmt: skip
+    _write(tmp_path / "cv", ["a", "b"])
+    label = np.zeros((12, 16), np.uint8)
+    label[3, 3] = 40
+    Image.fromarray(label).save(tmp_path / "cv" / "valannot" / "b.png")
+    argv = ["evaluate", "--weights", str(weights), "--data", "camvid", "--camvid-root",
+            str(tmp_path / "cv"), "--crf", "none", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("deeplab evaluate: error:") and "valannot/b.png" in err
+    assert "[40]" in err
+    assert not (tmp_path / "o" / "results.json").exists()  # no score from a partial set

@@ -25,11 +25,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "segment",
         help="segment image files: label PNGs, overlays, probabilities",
         description="Run a network (and the dense CRF) on images, folders (searched "
-        "recursively) or glob patterns. Writes NAME.png (palette label PNG, VOC colours), "
-        "NAME_overlay.jpg and, with --save-probs, NAME_probs.npy (L, H, W) to --out. "
-        "Unreadable or too large images are reported and skipped; the exit status is then 1. "
-        "--crf: auto (default: the tuned parameters shipped for the synthetic model, else "
-        "the model's preset), a preset, a JSON file, or none.",
+        "recursively) or glob patterns. Writes NAME.png (palette label PNG: CamVid colours "
+        "for CamVid networks, else VOC's), NAME_overlay.jpg and, with --save-probs, "
+        "NAME_probs.npy (L, H, W) to --out. Unreadable or too large images are reported and "
+        "skipped; the exit status is then 1. --crf: auto (default: the tuned parameters "
+        "shipped for the CamVid or synthetic model, else the model's preset), a preset, a "
+        "JSON file, or none. The default network knows street scenes only (CamVid, 11 "
+        "classes); photos of anything else still get labels from those classes.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         metavar="FILE|NAME|none",
         help="checkpoint, a registered weights name (deeplab.models.WEIGHTS) or 'none' "
-        "(untrained); default: the shipped synthetic-scene deeplab-largefov-tiny checkpoint",
+        "(untrained); default: the shipped deeplab-largefov-tiny trained on CamVid street scenes",
     )
     p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -88,6 +90,8 @@ def warn_weights(info: NetworkInfo) -> None:
     """Say which weights run, and in one line, with how to get real ones, when they are not
     for photographs."""
     print(f"network: {info.describe()}", file=sys.stderr)
+    if info.note:
+        print(f"note: {info.note}", file=sys.stderr)
     if info.kind == "real":
         return
     what = (

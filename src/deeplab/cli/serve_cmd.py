@@ -2,7 +2,7 @@
 
 ::
 
-    deeplab serve                     # http://127.0.0.1:8000, the shipped synthetic model
+    deeplab serve                     # http://127.0.0.1:8000, the shipped CamVid model
     deeplab serve --model deeplab-largefov --weights deeplab-largefov-voc12 --port 8080
     deeplab serve --queue 4 --timeout 60    # admit 4 jobs at once (503 beyond), 60 s each
 """
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         metavar="FILE|NAME|none",
         help="checkpoint, registered weights name or 'none'; default: the shipped "
-        "synthetic-scene deeplab-largefov-tiny checkpoint",
+        "deeplab-largefov-tiny trained on CamVid street scenes",
     )
     p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
     p.add_argument(
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="auto",
         metavar="PRESET|FILE",
         help="the sliders' starting values: a preset or JSON file (default auto: tuned "
-        "parameters shipped for the synthetic model, else the model's preset)",
+        "parameters shipped for the CamVid or synthetic model, else the model's preset)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (MiB)")

@@ -23,6 +23,7 @@ from deeplab.data.classes import (
 )
 from deeplab.data.folder import FolderDataset, read_class_names, write_folder_dataset
 from deeplab.data.image_io import load_image, load_label, save_image
+from deeplab.data.palettes import background_label, palette_for
 from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.sbd import (
     SBDSegmentation,
@@ -70,6 +71,7 @@ __all__ = [
     "TorchSegmentation",
     "TrainTransform",
     "VOCSegmentation",
+    "background_label",
     "build_segmentation_class_aug",
     "camvid_palette",
     "colorize",
@@ -79,6 +81,7 @@ __all__ = [
     "load_image",
     "load_label",
     "load_sbd_label",
+    "palette_for",
     "read_class_names",
     "read_label_png",
     "read_name_list",

@@ -5,6 +5,7 @@
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -46,7 +47,7 @@ def weights_note(service: SegmentService) -> str:
     """One or two sentences for the page: what the weights know, how to get others."""
     info = service.info
     if info.kind == "real":
-        return ""
+        return f"{info.note[0].upper()}{info.note[1:]}." if info.note else ""
     if info.kind == "synthetic":
         classes = ", ".join(info.class_names[1:])
         knows = (
@@ -114,7 +115,7 @@ def create_app(
             "weights_kind": service.info.kind,
             "weights_hint": weights_note(service),
             "classes": list(service.info.class_names),
-            "palette": _palette(len(service.info.class_names)),
+            "palette": _palette(service.info.class_names),
             "defaults": service.default_crf.to_dict(),
             "sliders": slider_ranges(service.default_crf),
             "max_upload_bytes": max_upload_bytes,
@@ -337,10 +338,11 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
     )
 
 
-def _palette(n: int) -> list[list[int]]:
-    from deeplab.data.classes import VOC_PALETTE
+def _palette(class_names: Sequence[str]) -> list[list[int]]:
+    from deeplab.data.palettes import palette_for
 
-    return [[int(c) for c in VOC_PALETTE[i]] for i in range(min(n, 256))]
+    colours = palette_for(class_names)
+    return [[int(c) for c in colours[i]] for i in range(min(len(class_names), 256))]
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *, grace: float = 3.0) -> None:

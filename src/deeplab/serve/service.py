@@ -29,6 +29,7 @@ from deeplab.crf import CRFParams, DenseCRF
 from deeplab.crf import dense as crf_dense
 from deeplab.data.classes import VOC_PALETTE
 from deeplab.data.image_io import READ_FORMATS
+from deeplab.data.palettes import palette_for
 from deeplab.predict import Predictor, full_resolution
 from deeplab.segment import NetworkInfo
 
@@ -110,11 +111,12 @@ def _png(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def label_png(labels: np.ndarray, num_classes: int) -> str:
-    """(H, W) uint8 labels -> a palette PNG data URI in the VOC colours (the page lays it
-    over the image with an opacity slider; background is black, never transparent)."""
+def label_png(labels: np.ndarray, num_classes: int, palette: np.ndarray | None = None) -> str:
+    """(H, W) uint8 labels -> a palette PNG data URI in ``palette``'s colours (default VOC;
+    the page lays it over the image with an opacity slider; never transparent)."""
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
-    image.putpalette(VOC_PALETTE[: max(num_classes, 1)].reshape(-1).tolist())
+    colours = VOC_PALETTE if palette is None else np.asarray(palette, np.uint8)
+    image.putpalette(colours[: max(num_classes, 1)].reshape(-1).tolist())
     return _png(image)
 
 
@@ -150,6 +152,7 @@ class SegmentService:
             raise ValueError("cache_size, max_pixels and crf_max_pixels must be >= 1")
         self.predictor = Predictor(model, device)
         self.info = info
+        self.palette = palette_for(info.class_names)
         self.default_crf = crf or CRFParams.preset("deeplab-largefov")
         self.cache_size = cache_size
         self.max_pixels = max_pixels
@@ -229,7 +232,7 @@ class SegmentService:
                 "classes": _present(dcnn, self.info.class_names),
             }
             _check(cancel)
-            result["dcnn"] = label_png(dcnn, self.info.num_classes)
+            result["dcnn"] = label_png(dcnn, self.info.num_classes, self.palette)
             del dcnn
             result["image"] = _png(Image.fromarray(image))
             result.update(self._crf(entry, self.default_crf, cancel))
@@ -297,7 +300,7 @@ class SegmentService:
             self.crf_runs += 1
             runs = self.crf_runs
         return {
-            "crf": label_png(labels, self.info.num_classes),
+            "crf": label_png(labels, self.info.num_classes, self.palette),
             "crf_seconds": time.perf_counter() - start,
             "crf_runs": runs,
             "crf_size": [cw, ch],
