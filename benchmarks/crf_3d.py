@@ -252,8 +252,7 @@ def side_by_side(shape: tuple[int, int, int], labels: int, runnable: list[str], 
         if ref is not None and name != "pydensecrf2":
             agree = agreement(name, IMPLEMENTATIONS[name](volume, probs), ref)
         print(
-            f"| {name} | {threads_of(name)} | {t:.2f} | {t_cpu:.2f} | {ratio} | {mem_s} "
-            f"| {agree} |"
+            f"| {name} | {threads_of(name)} | {t:.2f} | {t_cpu:.2f} | {ratio} | {mem_s} | {agree} |"
         )
     print()
     return times
@@ -280,13 +279,23 @@ def growth(sizes: list[int], labels: int, runnable: list[str], repeats: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, nargs=3, default=[100, 150, 120],
-                        metavar=("D", "H", "W"), help="side-by-side volume (default 100 150 120)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=3,
+        default=[100, 150, 120],
+        metavar=("D", "H", "W"),
+        help="side-by-side volume (default 100 150 120)",
+    )
     parser.add_argument("--labels", type=int, nargs="+", default=[2, 5])
-    parser.add_argument("--growth", type=int, nargs="*", default=[64, 128],
-                        help="cube sides of the growth table (default 64 128)")
-    parser.add_argument("--full", action="store_true",
-                        help="growth 64 128 192 256 and 5 repeats")
+    parser.add_argument(
+        "--growth",
+        type=int,
+        nargs="*",
+        default=[64, 128],
+        help="cube sides of the growth table (default 64 128)",
+    )
+    parser.add_argument("--full", action="store_true", help="growth 64 128 192 256 and 5 repeats")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()  # fmt: skip
