@@ -22,6 +22,7 @@ from typing import NoReturn
 COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.demo_cmd",
     "deeplab.cli.crf_cmd",
+    "deeplab.cli.crf3d_cmd",
     "deeplab.cli.convert_cmd",
     "deeplab.cli.train_cmd",
     "deeplab.cli.evaluate_cmd",

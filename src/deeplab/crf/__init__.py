@@ -4,6 +4,7 @@ Three layers, from the top:
 
 - images: :func:`dense_crf` (probabilities), :func:`dense_crf_from_logits`,
   :func:`dense_crf_from_unary`, :func:`dense_crf_from_labels`, with :class:`CRFParams`;
+- volumes: :func:`dense_crf_3d` (CT, MRI, microscopy; anisotropic voxels in mm);
 - any points and features: :class:`DenseCRF` with any number of Gaussian kernels;
 - :class:`PermutohedralLattice`: fast Gaussian filtering over arbitrary features.
 
@@ -26,6 +27,7 @@ from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.meanfield import DenseCRF
 from deeplab.crf.params import NORMALIZATIONS, PRESETS, CRFParams
 from deeplab.crf.unary import unary_from_labels, unary_from_logits, unary_from_probs
+from deeplab.crf.volume import dense_crf_3d, estimate_volume_memory
 
 __all__ = [
     "NORMALIZATIONS",
@@ -35,10 +37,12 @@ __all__ = [
     "PermutohedralLattice",
     "bilateral_features",
     "dense_crf",
+    "dense_crf_3d",
     "dense_crf_from_labels",
     "dense_crf_from_logits",
     "dense_crf_from_unary",
     "estimate_memory",
+    "estimate_volume_memory",
     "spatial_features",
     "unary_from_labels",
     "unary_from_logits",
