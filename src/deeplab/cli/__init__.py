@@ -89,10 +89,16 @@ def add_unavailable(sub: argparse._SubParsersAction, command: str, reason: str) 
         print(f"deeplab {command}: error: {reason}", file=sys.stderr)
         return 1
 
+    def parse_known_args(
+        args: object = None, namespace: object = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # Whatever follows the command (--help included) is not parsed: the answer is the
+        # same one line.
+        return argparse.Namespace(func=run), []
+
     hint = reason.rsplit(": ", 1)[-1]
     p = sub.add_parser(command, help=f"(not installed: {hint})", add_help=False)
-    p.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def one_line(message: object) -> str:
