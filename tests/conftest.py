@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,30 @@ def shared_data() -> Path:
             # Part of the repository: missing means a broken checkout, never a skip.
             pytest.fail(f"vendored test data missing: {TEST_DATA / part}")
     return TEST_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never reach past this machine: a connection to anything but a loopback
+    address is refused (the download tests serve their files from 127.0.0.1), and
+    registered weights are looked up in an empty temporary cache, never ~/.cache/deeplab."""
+    connect = socket.socket.connect
+
+    def loopback_only(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = str(address[0])  # type: ignore[index]
+            try:
+                allowed = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                allowed = False
+            if not allowed:
+                raise ConnectionRefusedError(f"tests do not use the network ({host})")
+        connect(self, address)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", loopback_only)
+        mp.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights_cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -139,3 +139,9 @@ def test_nothing_connects_on_import() -> None:
         "deeplab.cli.build_parser()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_tests_cannot_reach_the_network(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="tests do not use the network"):
+        fetch("http://192.0.2.1/w.pth", tmp_path / "w.pth", timeout=1)
+    assert list(tmp_path.iterdir()) == []
