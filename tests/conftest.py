@@ -26,7 +26,7 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def only_loopback_connections(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests never reach past this machine: a connection to anything but a loopback
     address is refused (the download tests serve their files from 127.0.0.1), and
     registered weights are looked up in an empty temporary cache, never ~/.cache/deeplab."""
