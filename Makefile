@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean browser
+.PHONY: demo test test-all lint bench clean browser crf-only-check wheel-check
 
 # The web demo's browser test drives Debian's chromium through chromium-driver (Selenium,
 # no browser download). As root (CI) they are installed when missing and the test must
@@ -33,6 +33,17 @@ endif
 test: $(STAMP) browser
 	$(PY) -m ruff check src tests benchmarks
 	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q -m "not slow"
+	$(MAKE) crf-only-check wheel-check
+
+# `pip install deeplab` is the CRF alone: a fresh environment with only its dependencies
+# runs the CRF, pydensecrf drop-in and `deeplab crf` tests (torch absent).
+crf-only-check: $(STAMP)
+	$(PY) tests/install_check.py crf-only
+
+# The sdist and wheel as users get them: built, installed with [networks] into a fresh
+# environment, `deeplab demo` and the README's Python blocks run from a temporary folder.
+wheel-check: $(STAMP)
+	$(PY) tests/install_check.py wheel
 
 test-all: $(STAMP) browser
 	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q

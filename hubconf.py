@@ -7,10 +7,11 @@
                                                     # the shipped trained tiny model
 
 Every entry point takes ``num_classes`` (default 21) and ``weights`` (``None``, a checkpoint
-path, or a registered weights name found in ``$DEEPLAB_WEIGHTS_DIR``); nothing is ever
-downloaded. ``deeplab_largefov_tiny`` defaults to ``weights="shipped"``: the checkpoint in
-``src/deeplab/assets`` (CamVid street scenes, 11 classes; "shipped-synthetic": the 6
-synthetic-scene classes); ``weights=None`` gives a fresh one.
+path, or a registered weights name found in ``$DEEPLAB_WEIGHTS_DIR``, downloaded and
+converted there first only for the names whose file URL is known, such as
+``"torchvision:vgg16"``). ``deeplab_largefov_tiny`` defaults to ``weights="shipped"``: the
+checkpoint in ``src/deeplab/assets`` (CamVid street scenes, 11 classes;
+"shipped-synthetic": the 6 synthetic-scene classes); ``weights=None`` gives a fresh one.
 Models expect Caffe-convention input (BGR, 0..255, mean-subtracted, see
 ``deeplab.models.to_model_input``) and return stride-8 logits.
 """

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT.parent / "shared" / "data" / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
+PHOTO = ROOT / "tests" / "data" / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
 
 
 def make_image(width: int, height: int) -> np.ndarray:

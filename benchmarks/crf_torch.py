@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-VOC = ROOT.parent / "shared" / "data" / "voc_mini" / "VOC2012" / "JPEGImages"
+VOC = ROOT / "tests" / "data" / "voc_mini" / "VOC2012" / "JPEGImages"
 PHOTOS = sorted(VOC.glob("*.jpg"))
 WIDTH, HEIGHT, LABELS = 500, 375, 21
 BATCHES = (1, 4, 16)

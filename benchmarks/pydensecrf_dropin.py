@@ -4,7 +4,7 @@
 
 Two workloads, each run through both modules in this one process on the same inputs:
 
-- pydensecrf's classic demo on the shared photos (crf_examples/im{1,2,3}.png with their
+- pydensecrf's classic demo on the vendored photos (crf_examples/im{1,2,3}.png with their
   coarse annotations): unary_from_labels(gt_prob=0.7, zero_unsure=True), Gaussian sxy=3
   compat=3, bilateral sxy=80 srgb=13 compat=10, symmetric normalisation, 5 iterations;
 - a DeepLab-style run: 500x375, 21 labels, unary_from_softmax of network-like scores,
@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DEEPLAB_SHARED", ROOT.parent / "shared"))
-EXAMPLES = SHARED / "data" / "crf_examples"
-VOC_PHOTO = SHARED / "data" / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
+DATA = ROOT / "tests" / "data"  # the vendored photos (tests/data/README.md)
+EXAMPLES = DATA / "crf_examples"
+VOC_PHOTO = DATA / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
 
 
 def classic_demo(dcrf: ModuleType, utils: ModuleType, img: np.ndarray, labels: np.ndarray):

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT.parent / "shared" / "data" / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
+PHOTO = ROOT / "tests" / "data" / "voc_mini" / "VOC2012" / "JPEGImages" / "2007_000033.jpg"
 HOST = "127.0.0.1"  # loopback only: this script never talks to another machine
 
 

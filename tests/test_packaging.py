@@ -33,3 +33,29 @@ def test_numba_and_llvmlite_are_bounded_above() -> None:
     for name in ("numba", "llvmlite"):
         (spec,) = [d for d in deps if re.match(rf"{name}\b", d)]
         assert "<" in spec, spec
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements}
+
+
+def test_a_plain_install_is_the_crf_alone() -> None:
+    # `pip install deeplab`: the CRF, its pydensecrf drop-in and `deeplab crf` (Pillow).
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert _names(deps) == {"numpy", "numba", "llvmlite", "pillow"}
+
+
+def test_the_extras_name_what_the_command_line_asks_for() -> None:
+    from deeplab.extras import EXTRA_MODULES
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    # Import names of these distributions are their own names (python-multipart: multipart).
+    assert _names(extras["networks"]) == set(EXTRA_MODULES["networks"])
+    for extra in ("app", "onnx", "test"):
+        assert "deeplab[networks]" in extras[extra]
+    app = {n.removeprefix("python-") for n in _names(extras["app"]) - {"deeplab"}}
+    assert app <= set(EXTRA_MODULES["app"]) and {"fastapi", "uvicorn"} <= app
+    assert _names(extras["onnx"]) - {"deeplab"} == set(EXTRA_MODULES["onnx"])
+    assert "build" in _names(extras["test"])

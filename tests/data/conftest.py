@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-VOC_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "voc_mini" / "VOC2012"
+# Vendored in the repository (tests/data/README.md).
+VOC_MINI = Path(__file__).resolve().parent / "voc_mini" / "VOC2012"
 
 
 @pytest.fixture(scope="session")
 def voc_mini() -> Path:
     """The read-only VOC 2012 sample: 2007_000032 (train) and 2007_000033 (val)."""
     if not (VOC_MINI / "JPEGImages").is_dir():
-        pytest.skip(f"real VOC sample not found at {VOC_MINI}")
+        pytest.fail(f"vendored VOC sample missing at {VOC_MINI} (a broken checkout)")
     return VOC_MINI
 
 

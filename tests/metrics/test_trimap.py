@@ -57,7 +57,7 @@ BAND_2 = np.array(
     dtype=bool,
 )
 
-VOC_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "voc_mini" / "VOC2012"
+VOC_MINI = Path(__file__).resolve().parents[1] / "data" / "voc_mini" / "VOC2012"
 
 
 def test_hand_checked_bands_7x7() -> None:
@@ -95,7 +95,7 @@ def test_no_void_and_all_void() -> None:
 
 def _real_labels() -> list[np.ndarray]:
     if not (VOC_MINI / "SegmentationClass").is_dir():
-        pytest.skip(f"real VOC sample not found at {VOC_MINI}")
+        pytest.fail(f"vendored VOC sample missing at {VOC_MINI} (a broken checkout)")
     return [np.array(Image.open(p)) for p in sorted((VOC_MINI / "SegmentationClass").glob("*.png"))]
 
 

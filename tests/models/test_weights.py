@@ -182,7 +182,7 @@ def test_pth_is_never_unpickled(tmp_path) -> None:
 
 def test_registered_names_resolve_offline(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"Nothing is downloaded.*deeplab convert"):
+    with pytest.raises(FileNotFoundError, match=r"nothing is downloaded.*deeplab convert"):
         build_model("deeplab-largefov", weights="deeplab-largefov-voc12")
     target = tmp_path / "deeplab-largefov-voc12.safetensors"
     target.write_bytes(b"")

@@ -7,94 +7,89 @@ Every dataset is a sequence of :class:`Sample` (``name``, ``image`` (H, W, 3) ui
     ds = SyntheticScenes(100, size=(200, 200), seed=0)
     train = TorchSegmentation(ds, TrainTransform(crop_size=161))
     image, label = train[0]          # (3, 161, 161) float32, (21, 21) int64
+
+Names are loaded from their submodule on first use: ``deeplab.data.classes`` and
+``deeplab.data.image_io`` (which the CRF's command line uses) need numpy and Pillow only,
+while the datasets for training need PyTorch and SciPy (the ``networks`` extra).
 """
 
-from deeplab.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid, camvid_palette
-from deeplab.data.classes import (
-    IGNORE_INDEX,
-    VOC_CLASSES,
-    VOC_PALETTE,
-    VOC_SHORT_NAMES,
-    colorize,
-    read_label_png,
-    rgb_to_label,
-    voc_palette,
-    write_label_png,
-)
-from deeplab.data.folder import FolderDataset, read_class_names, write_folder_dataset
-from deeplab.data.image_io import load_image, load_label, save_image
-from deeplab.data.palettes import background_label, palette_for
-from deeplab.data.sample import Sample, SegmentationDataset
-from deeplab.data.sbd import (
-    SBDSegmentation,
-    build_segmentation_class_aug,
-    convert_sbd_labels,
-    load_sbd_label,
-    train_aug_names,
-    trainval_aug_names,
-    write_aug_lists,
-)
-from deeplab.data.synthetic import (
-    SYNTHETIC_CLASSES,
-    SyntheticScenes,
-    generate_scene,
-    write_synthetic_dataset,
-)
-from deeplab.data.torch_dataset import TorchSegmentation
-from deeplab.data.transforms import (
-    MEAN_BGR,
-    EvalTransform,
-    TrainTransform,
-    from_caffe,
-    subsample_label,
-    to_caffe,
-)
-from deeplab.data.voc import AUG_LABEL_DIR, VOCSegmentation, read_name_list, write_voc_layout
+from __future__ import annotations
 
-__all__ = [
-    "AUG_LABEL_DIR",
-    "CAMVID_CLASSES",
-    "CAMVID_PALETTE",
-    "IGNORE_INDEX",
-    "MEAN_BGR",
-    "SYNTHETIC_CLASSES",
-    "VOC_CLASSES",
-    "VOC_PALETTE",
-    "VOC_SHORT_NAMES",
-    "CamVid",
-    "EvalTransform",
-    "FolderDataset",
-    "SBDSegmentation",
-    "Sample",
-    "SegmentationDataset",
-    "SyntheticScenes",
-    "TorchSegmentation",
-    "TrainTransform",
-    "VOCSegmentation",
-    "background_label",
-    "build_segmentation_class_aug",
-    "camvid_palette",
-    "colorize",
-    "convert_sbd_labels",
-    "from_caffe",
-    "generate_scene",
-    "load_image",
-    "load_label",
-    "load_sbd_label",
-    "palette_for",
-    "read_class_names",
-    "read_label_png",
-    "read_name_list",
-    "rgb_to_label",
-    "save_image",
-    "subsample_label",
-    "to_caffe",
-    "train_aug_names",
-    "trainval_aug_names",
-    "voc_palette",
-    "write_aug_lists",
-    "write_folder_dataset",
-    "write_label_png",
-    "write_synthetic_dataset",
-    "write_voc_layout",
-]
+import importlib
+
+# Public name -> the submodule of deeplab.data that defines it.
+_SUBMODULE: dict[str, str] = {
+    # deeplab.data.camvid
+    "CAMVID_CLASSES": "camvid",
+    "CAMVID_PALETTE": "camvid",
+    "CamVid": "camvid",
+    "camvid_palette": "camvid",
+    # deeplab.data.palettes
+    "background_label": "palettes",
+    "palette_for": "palettes",
+    # deeplab.data.classes
+    "IGNORE_INDEX": "classes",
+    "VOC_CLASSES": "classes",
+    "VOC_PALETTE": "classes",
+    "VOC_SHORT_NAMES": "classes",
+    "colorize": "classes",
+    "read_label_png": "classes",
+    "rgb_to_label": "classes",
+    "voc_palette": "classes",
+    "write_label_png": "classes",
+    # deeplab.data.folder
+    "FolderDataset": "folder",
+    "read_class_names": "folder",
+    "write_folder_dataset": "folder",
+    # deeplab.data.image_io
+    "load_image": "image_io",
+    "load_label": "image_io",
+    "save_image": "image_io",
+    # deeplab.data.sample
+    "Sample": "sample",
+    "SegmentationDataset": "sample",
+    # deeplab.data.sbd
+    "SBDSegmentation": "sbd",
+    "build_segmentation_class_aug": "sbd",
+    "convert_sbd_labels": "sbd",
+    "load_sbd_label": "sbd",
+    "train_aug_names": "sbd",
+    "trainval_aug_names": "sbd",
+    "write_aug_lists": "sbd",
+    # deeplab.data.synthetic
+    "SYNTHETIC_CLASSES": "synthetic",
+    "SyntheticScenes": "synthetic",
+    "generate_scene": "synthetic",
+    "write_synthetic_dataset": "synthetic",
+    # deeplab.data.torch_dataset
+    "TorchSegmentation": "torch_dataset",
+    # deeplab.data.transforms
+    "EvalTransform": "transforms",
+    "MEAN_BGR": "transforms",
+    "TrainTransform": "transforms",
+    "from_caffe": "transforms",
+    "subsample_label": "transforms",
+    "to_caffe": "transforms",
+    # deeplab.data.voc
+    "AUG_LABEL_DIR": "voc",
+    "VOCSegmentation": "voc",
+    "read_name_list": "voc",
+    "write_voc_layout": "voc",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: import the defining submodule only when one of its names is asked for, so that
+    # the CRF-only install (no torch, no scipy) can use the image and label I/O.
+    module = _SUBMODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE))

@@ -22,6 +22,7 @@ from deeplab.models.convert import (
 )
 from deeplab.models.deeplab import DeepLab
 from deeplab.models.inputs import INPUT_CONVENTION
+from deeplab.models.remote import converted_checkpoint
 from deeplab.models.variants import Variant, get_variant
 from deeplab.models.weights import (
     VOC_CLASSES,
@@ -41,16 +42,22 @@ log = logging.getLogger(__name__)
 WeightsArg = str | os.PathLike[str] | None
 
 
-def _resolve(weights: str | os.PathLike[str]) -> Path:
-    """A registered weights name -> its converted checkpoint in :func:`weights_dir`;
-    anything else is a path."""
+def _resolve(
+    weights: str | os.PathLike[str], variant: str | None = None, num_classes: int | None = None
+) -> Path:
+    """A registered weights name -> its converted checkpoint in :func:`weights_dir`,
+    downloaded and converted first when the record knows the file's URL
+    (:func:`~deeplab.models.remote.converted_checkpoint`); anything else is a path."""
     if isinstance(weights, str) and weights in WEIGHTS:
         record = WEIGHTS[weights]
+        if record.url:
+            return converted_checkpoint(record, variant, num_classes)
         path = weights_dir() / record.filename
         if not path.exists():
             raise FileNotFoundError(
-                f"no converted checkpoint for {weights!r} at {path}. Nothing is downloaded: "
-                f"fetch the {record.file_format} from {record.source} yourself, then run "
+                f"no converted checkpoint for {weights!r} at {path}. No file URL is known "
+                f"for it, so nothing is downloaded: fetch the {record.file_format} from "
+                f"{record.source} yourself, then run "
                 f"`deeplab convert FILE --variant {record.variant} --out {path}`"
             )
         return path
@@ -65,7 +72,10 @@ def build_model(
 
     ``weights``: ``None`` (fresh initialisation), a checkpoint path written by
     :func:`save_model` / ``deeplab convert``, or a :data:`~deeplab.models.weights.WEIGHTS`
-    name whose converted checkpoint lies in :func:`~deeplab.models.weights.weights_dir`.
+    name: its converted checkpoint in :func:`~deeplab.models.weights.weights_dir`,
+    downloaded (hash-checked) and converted there on first use when the record knows the
+    file's URL (``"torchvision:vgg16"``, ``"vgg16_20M"``, ``"vgg16_128"``: ImageNet inits
+    converted onto this variant, fc8 new).
     A checkpoint for another variant or class count raises ValueError listing every
     mismatched, missing and unexpected tensor. MSc models come back with their base frozen
     (paper section 4.3; fc8 still learns in ``deeplab-msc``, as in the released DeepLab-MSc;
@@ -75,7 +85,7 @@ def build_model(
     model = DeepLab(variant, num_classes)
     model.class_names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else ()
     if weights is not None:
-        path = _resolve(weights)
+        path = _resolve(weights, variant.name, num_classes)
         tensors, meta = load_checkpoint(path)
         problems = check_state_dict(model.state_dict(), tensors)
         if meta.variant != variant.name:

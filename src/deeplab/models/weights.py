@@ -1,7 +1,9 @@
 """Weights as data (:class:`WeightsRecord`) and checkpoints (safetensors + JSON metadata).
 
-Nothing here downloads: a record says where the authors published a file and what it
-scored; turning such a file into a checkpoint is ``deeplab convert`` (offline, by hand).
+A record says where a file was published and what it scored. Where it knows the file's
+own URL (``url``, with ``sha256`` where known) :mod:`deeplab.models.remote` downloads and
+converts it on request (``deeplab convert NAME``, ``build_model(..., weights=NAME)``);
+nothing downloads on import. The other files are fetched by hand, then ``deeplab convert``.
 
 A checkpoint is one ``.safetensors`` file whose header metadata carries the JSON fields of
 :class:`CheckpointMeta` (variant, class count and names, input convention, source). Loading
@@ -56,6 +58,8 @@ VOC_CLASSES: tuple[str, ...] = (
 
 _PROJECT = "http://liangchiehchen.com/projects/DeepLab_Models.html"
 _INIT = "http://www.cs.jhu.edu/~alanlab/ccvl/init_models/"
+# torch.hub's rule: the hex digits after the last '-' start the file's sha256.
+_TORCHVISION_VGG16 = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,8 @@ class WeightsRecord:
 
     name: str
     variant: str
-    source: str  # where the authors published it (not downloaded by this package)
-    file_format: str  # "caffemodel"
+    source: str  # where the authors published it (a page, or the file itself)
+    file_format: str  # "caffemodel" | "pth"
     input_convention: str = INPUT_CONVENTION
     class_names: tuple[str, ...] = VOC_CLASSES
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -88,6 +92,8 @@ class WeightsRecord:
     caffe_config: str | None = None
     train_split: str | None = None
     pretrained: str = "ImageNet"
+    url: str | None = None  # the file itself, when known: downloadable by name
+    sha256: str | None = None  # its sha256 or a prefix (8+ hex digits); None: unknown
 
     @property
     def num_classes(self) -> int | None:
@@ -96,7 +102,16 @@ class WeightsRecord:
     @property
     def filename(self) -> str:
         """Where :func:`weights_dir` expects the converted checkpoint."""
-        return f"{self.name}.safetensors"
+        return f"{self.name.replace(':', '-')}.safetensors"
+
+    def checkpoint_name(self, variant: str, num_classes: int) -> str:
+        """The converted checkpoint's file name for a network: :attr:`filename` for the
+        record's own variant and classes; an ImageNet init (no classes) converted onto
+        another network gets ``NAME.VARIANT.Nclasses.safetensors``."""
+        if self.class_names or (variant, num_classes) == (self.variant, 21):
+            return self.filename
+        stem = self.filename.removesuffix(".safetensors")
+        return f"{stem}.{variant}.{num_classes}classes.safetensors"
 
     @property
     def crf_params(self) -> CRFParams | None:
@@ -162,11 +177,20 @@ WEIGHTS: dict[str, WeightsRecord] = {
             "vgg16_128", "deeplab", _INIT + "vgg16_128.caffemodel", "caffemodel",
             class_names=(), notes="ImageNet VGG-16, fc6 decimated to 4x4 (4096 channels); "
             "init for deeplab, deeplab-4x4 and deeplab-msc",
+            url=_INIT + "vgg16_128.caffemodel",
         ),
         WeightsRecord(
             "vgg16_20M", "deeplab-largefov", _INIT + "vgg16_20M.caffemodel", "caffemodel",
             class_names=(), notes="ImageNet VGG-16, fc6 3x3 and fc6/fc7 1024 channels; "
             "init for the LargeFOV variants",
+            url=_INIT + "vgg16_20M.caffemodel",
+        ),
+        WeightsRecord(
+            "torchvision:vgg16", "deeplab-largefov", _TORCHVISION_VGG16, "pth",
+            class_names=(), notes="torchvision's ImageNet VGG-16 (full fc6/fc7); converts "
+            "onto any variant: input normalisation folded into conv1_1, fc6/fc7 decimated "
+            "as the paper's (sections 3.1, 4.1), fc8 new",
+            url=_TORCHVISION_VGG16, sha256="397923af",
         ),
     )
 }  # fmt: skip

@@ -54,6 +54,7 @@ from deeplab.distributed import DistContext, setup
 from deeplab.io_utils import atomic_write_bytes
 from deeplab.models import WEIGHTS, DeepLab, build_model, convert_file, save_model
 from deeplab.models.convert import map_deeplab
+from deeplab.models.remote import download_weights
 from deeplab.models.weights import read_state_dict, weights_dir
 from deeplab.threads import rebalance_torch_threads
 from deeplab.train.checkpoint import (
@@ -101,7 +102,12 @@ class TrainResult:
 
 def _resolve_init(init: str) -> Path:
     if init in WEIGHTS:
-        return weights_dir() / WEIGHTS[init].filename
+        record = WEIGHTS[init]
+        path = weights_dir() / record.filename
+        if not path.exists() and record.url:
+            # The published file itself (downloaded once, hash-checked), converted below.
+            return download_weights(record)
+        return path
     return Path(init)
 
 
