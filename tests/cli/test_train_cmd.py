@@ -37,7 +37,8 @@ def test_every_recipe_field_has_an_option(tmp_path: Path) -> None:
     argv = ["--out", str(tmp_path)]
     for f in dataclasses.fields(Recipe):
         option = "--" + f.name.replace("_", "-")
-        value = {"model": "deeplab", "init": "w.safetensors", "amp": "bf16"}.get(f.name)
+        value = {"model": "deeplab", "init": "w.safetensors", "amp": "bf16",
+                 "class_balance": "sqrt_median_frequency"}.get(f.name)
         if f.type in ("bool", "bool | None"):
             argv.append(option if f.name == "mirror" else f"--no-{option[2:]}")
             continue
@@ -46,6 +47,7 @@ def test_every_recipe_field_has_an_option(tmp_path: Path) -> None:
     assert recipe.model == "deeplab" and recipe.init == "w.safetensors" and recipe.amp == "bf16"
     assert recipe.iterations == 3 and recipe.lr == 0.5 and recipe.batch == 6
     assert recipe.mirror is True and recipe.freeze_base is False
+    assert recipe.class_balance == "sqrt_median_frequency"
 
 
 def test_precedence_paper_then_config_then_options(tmp_path: Path) -> None:
