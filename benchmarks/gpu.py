@@ -178,6 +178,50 @@ def crf_section(args: argparse.Namespace) -> None:
     say()
 
 
+# -- 1b. the volume CRF -----------------------------------------------------------------------
+
+
+def volume_section(args: argparse.Namespace) -> None:
+    """The 3-D CRF (deeplab.crf.torch_volume) on the GPU against the numba CPU backend."""
+    from deeplab.crf import CRFParams
+    from deeplab.crf import dense_crf_3d as dense_crf_3d_cpu
+    from deeplab.crf.torch_volume import dense_crf_3d
+
+    d, h, w = args.volume
+    rng = np.random.default_rng(0)
+    # Two channels: a bright ball in noise, and a smooth ramp (benchmarks/crf_3d.py's kind).
+    z, y, x = np.mgrid[:d, :h, :w].astype(np.float32)
+    ball = ((z - d / 2) ** 2 + (y - h / 2) ** 2 + (x - w / 2) ** 2) < (min(d, h, w) / 3) ** 2
+    vol = np.stack([100 * ball + rng.normal(0, 20, ball.shape), x / w * 50], -1)
+    vol = vol.astype(np.float32)
+    spacing = (2.0, 1.0, 1.0)
+    params = CRFParams(w1=5.0, theta_alpha=10.0, theta_beta=20.0, w2=3.0, theta_gamma=3.0)
+    say(f"## volume CRF on {device_name()}: {w}x{h}x{d} voxels, 2 channels, spacing {spacing}")
+    say("| labels | GPU ms | CPU (numba) ms | labels agreeing | max abs dQ |")
+    say("|---:|---:|---:|---:|---:|")
+    rows = []
+    for labels in (2, 5):
+        p = rng.random((labels, d, h, w), dtype=np.float32) + 0.5 * ball[None] * (
+            np.arange(labels)[:, None, None, None] == 1
+        )
+        p /= p.sum(0, keepdims=True)
+        probs = torch.from_numpy(p).to(DEVICE)
+        vt = torch.from_numpy(vol).to(DEVICE)
+        run = lambda v=vt, q=probs: dense_crf_3d(v, q, params, spacing=spacing)  # noqa: E731
+        t_gpu = median_seconds(run, max(2, args.repeats // 3))
+        q_gpu = run().cpu().numpy()
+        t0 = time.perf_counter()
+        q_cpu = dense_crf_3d_cpu(vol, p, params, spacing=spacing)
+        t_cpu = time.perf_counter() - t0
+        agree = float((q_gpu.argmax(0) == q_cpu.argmax(0)).mean())
+        dq = float(np.abs(q_gpu - q_cpu).max())
+        rows.append({"labels": labels, "gpu_ms": t_gpu * 1e3, "cpu_ms": t_cpu * 1e3,
+                     "labels_agreeing": agree, "max_abs_dq": dq})  # fmt: skip
+        say(f"| {labels} | {t_gpu * 1e3:.1f} | {t_cpu * 1e3:.0f} | {100 * agree:.3f}% | {dq:.1e} |")
+    RESULTS["volume_crf"] = rows
+    say()
+
+
 # -- 2. the networks ---------------------------------------------------------------------------
 
 
@@ -281,8 +325,8 @@ def main() -> int:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["crf", "networks", "end_to_end"],
-        choices=["crf", "networks", "end_to_end"],
+        default=["crf", "volume", "networks", "end_to_end"],
+        choices=["crf", "volume", "networks", "end_to_end"],
         help="what to run (all)",
     )
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu to test the script")
@@ -291,7 +335,9 @@ def main() -> int:
     DEVICE = args.device
     args.batches, args.net_batches = (1, 4, 16), (1, 10, 30)
     args.crop, args.infer_size, args.e2e_batch = 321, 513, 10
+    args.volume = (100, 150, 120)  # D, H, W: the MONAI issue 2250 size
     if args.quick:
+        args.volume = (10, 15, 12)
         crf_torch.WIDTH, crf_torch.HEIGHT = 100, 75
         args.batches, args.net_batches, args.repeats = (1, 2), (1,), 2
         args.crop, args.infer_size, args.e2e_batch = 65, 65, 2
@@ -323,7 +369,8 @@ def main() -> int:
     )
     say()
     failed = 0
-    sections = {"crf": crf_section, "networks": network_section, "end_to_end": end_to_end_section}
+    sections = {"crf": crf_section, "volume": volume_section, "networks": network_section,
+                "end_to_end": end_to_end_section}  # fmt: skip
     for name in args.sections:
         section = sections[name]
         if elapsed() > args.budget:
