@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "install-check"
 NETWORKS_ONLY = ("torch", "scipy", "matplotlib", "safetensors", "tqdm")
 # The CRF tests that need PyTorch (its backend): not part of the CRF-only install.
-TORCH_TESTS = ("test_torch_backend.py", "test_torch_cpu.py", "test_torch_lattice.py")
+TORCH_TESTS = (
+    "test_torch_backend.py", "test_torch_cpu.py", "test_torch_lattice.py", "test_torch_volume.py"
+)
 
 
 def run(argv: list[str | os.PathLike[str]], **kwargs: object) -> None:
