@@ -2,7 +2,7 @@
 environment outside the checkout's and uses the package as a user would get it.
 
     python tests/install_check.py crf-only   # `pip install deeplab` (the CRF alone)
-    python tests/install_check.py wheel      # the built wheel + sdist, with [networks]
+    python tests/install_check.py wheel      # the built wheel + sdist, with [networks,nifti]
 
 crf-only: installs the checkout with its base dependencies (numpy, numba, llvmlite, Pillow)
 and the `test-crf` extra only, checks that torch, scipy, matplotlib, safetensors and tqdm
@@ -124,7 +124,7 @@ def wheel() -> None:
     built = check_archives(dist)
     python = fresh_venv("wheel")
     venv = python.parents[1]
-    pip_install(python, f"{built}[networks]", "pytest")
+    pip_install(python, f"{built}[networks,nifti]", "pytest")
     installed_from(python, venv)
     with tempfile.TemporaryDirectory(prefix="deeplab-wheel-") as tmp:
         env = {**os.environ, "MPLBACKEND": "Agg", "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
