@@ -20,7 +20,11 @@ from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
 from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
-from deeplab.crf.validation import as_float32_2d, check_image, check_label_maps
+from deeplab.crf.validation import (
+    check_compat,
+    check_image,
+    check_label_maps,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -149,12 +153,7 @@ def _run(
     arr = check_label_maps(maps, name, (h, w), finite=False)
     num_labels = arr.shape[0]
     check_memory(h, w, num_labels)
-    if compat is not None:
-        compat = as_float32_2d(compat, "compat")
-        if compat.shape != (num_labels, num_labels):
-            raise ValueError(
-                f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
-            )
+    compat = check_compat(compat, num_labels)
     cb = None
     if callback is not None:
 

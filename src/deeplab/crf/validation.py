@@ -112,3 +112,13 @@ def check_nonnegative(value: float, name: str) -> float:
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
+
+
+def check_compat(compat: object, num_labels: int) -> np.ndarray | None:
+    """The label compatibility matrix mu as (L, L) float32, or None (the Potts model)."""
+    if compat is None:
+        return None
+    mu = as_float32_2d(compat, "compat")
+    if mu.shape != (num_labels, num_labels):
+        raise ValueError(f"compat: expected shape ({num_labels}, {num_labels}), got {mu.shape}")
+    return mu

@@ -30,7 +30,7 @@ from deeplab.crf.dense import _backend, _check_params, available_memory
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
 from deeplab.crf.threads import adapted_threads, thread_shares
-from deeplab.crf.validation import as_float32_2d, check_positive
+from deeplab.crf.validation import as_float32_2d, check_compat, check_positive
 
 if TYPE_CHECKING:
     import torch
@@ -272,12 +272,7 @@ def dense_crf_3d(
     num_labels = p.shape[0]
     check_volume_memory((d, h, w), num_labels, c)
     scale = check_channel_scale(channel_scale, c)
-    if compat is not None:
-        compat = as_float32_2d(compat, "compat")
-        if compat.shape != (num_labels, num_labels):
-            raise ValueError(
-                f"compat: expected shape ({num_labels}, {num_labels}), got {compat.shape}"
-            )
+    compat = check_compat(compat, num_labels)
     cb = None
     if callback is not None:
 
