@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _real_float_array(x: object, name: str) -> np.ndarray:
+def real_array(x: object, name: str, what: str = "a real numeric array") -> np.ndarray:
+    """``x`` (a torch tensor is read through numpy) as a real-valued array, else TypeError."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor without importing torch
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
@@ -14,14 +15,14 @@ def _real_float_array(x: object, name: str) -> np.ndarray:
         or np.issubdtype(arr.dtype, np.integer)
         or arr.dtype == np.bool_
     ):
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+        raise TypeError(f"{name}: expected {what}, got dtype {arr.dtype}")
     return arr
 
 
 def as_float32_2d(x: object, name: str, *, finite: bool = True) -> np.ndarray:
     """A C-contiguous float32 copy or view of a 2-D real array (checked finite unless
     ``finite=False``, for callers whose kernels check as they go)."""
-    arr = _real_float_array(x, name)
+    arr = real_array(x, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
@@ -32,7 +33,7 @@ def as_float32_2d(x: object, name: str, *, finite: bool = True) -> np.ndarray:
 
 def as_float32(x: object, name: str, ndim: int, *, finite: bool = True) -> np.ndarray:
     """A C-contiguous float32 array of the given rank (checked finite unless told not)."""
-    arr = _real_float_array(x, name)
+    arr = real_array(x, name)
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)

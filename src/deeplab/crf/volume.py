@@ -30,7 +30,7 @@ from deeplab.crf.dense import _backend, _check_params, available_memory
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams
 from deeplab.crf.threads import adapted_threads, thread_shares
-from deeplab.crf.validation import as_float32_2d, check_compat, check_positive
+from deeplab.crf.validation import as_float32_2d, check_compat, check_positive, real_array
 
 if TYPE_CHECKING:
     import torch
@@ -93,15 +93,7 @@ def check_channel_scale(scale: object, channels: int) -> tuple[float, ...]:
 def check_volume(volume: object, name: str = "volume") -> np.ndarray:
     """(D, H, W) or (D, H, W, C) real intensities, returned as (D, H, W, C); any dtype and
     range, finite. Torch tensors are read through numpy."""
-    if hasattr(volume, "detach") and hasattr(volume, "cpu"):
-        volume = volume.detach().cpu().numpy()
-    arr = np.asarray(volume)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
-    ):
-        raise TypeError(f"{name}: expected real intensities, got dtype {arr.dtype}")
+    arr = real_array(volume, name, "real intensities")
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4:
