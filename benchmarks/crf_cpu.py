@@ -76,27 +76,44 @@ def run_reference_krahenbuhl(image: np.ndarray, probs: np.ndarray) -> np.ndarray
     """pydensecrf2 with the krahenbuhl2013 preset (symmetric normalisation, 5 iterations)."""
     import pydensecrf.densecrf as dcrf
 
-    return _pydensecrf_style(dcrf, image, probs, sxy_gauss=3, compat_gauss=3, sxy_bilat=80,
-                             srgb=13, compat_bilat=10, iterations=5)
+    return _pydensecrf_style(
+        dcrf,
+        image,
+        probs,
+        sxy_gauss=3,
+        compat_gauss=3,
+        sxy_bilat=80,
+        srgb=13,
+        compat_bilat=10,
+        iterations=5,
+    )
 
 
-def _pydensecrf_style(dcrf, image, probs, *, sxy_gauss, compat_gauss, sxy_bilat, srgb,
-                      compat_bilat, iterations):
+def _pydensecrf_style(
+    dcrf, image, probs, *, sxy_gauss, compat_gauss, sxy_bilat, srgb, compat_bilat, iterations
+):
     """The classic pydensecrf script, through whichever module ``dcrf`` is."""
     num_labels, h, w = probs.shape
     unary = np.ascontiguousarray(-np.log(np.maximum(probs, 1e-8)).reshape(num_labels, -1))
     d = dcrf.DenseCRF2D(w, h, num_labels)
     d.setUnaryEnergy(unary)
     d.addPairwiseGaussian(sxy=sxy_gauss, compat=compat_gauss)
-    d.addPairwiseBilateral(sxy=sxy_bilat, srgb=srgb, rgbim=np.ascontiguousarray(image),
-                           compat=compat_bilat)
+    d.addPairwiseBilateral(
+        sxy=sxy_bilat, srgb=srgb, rgbim=np.ascontiguousarray(image), compat=compat_bilat
+    )
     return np.array(d.inference(iterations)).reshape(num_labels, h, w)
 
 
 # pydensecrf's README example: Gaussian sxy 1 (spatial smoothing at pixel scale), bilateral
 # sxy 80 / srgb 13, symmetric normalisation (its default), 5 iterations.
-_DROPIN = {"sxy_gauss": 1, "compat_gauss": 3, "sxy_bilat": 80, "srgb": 13, "compat_bilat": 10,
-           "iterations": 5}
+_DROPIN = {
+    "sxy_gauss": 1,
+    "compat_gauss": 3,
+    "sxy_bilat": 80,
+    "srgb": 13,
+    "compat_bilat": 10,
+    "iterations": 5,
+}
 
 
 def run_dropin(image: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -313,17 +330,20 @@ def presets(repeats: int) -> None:
     print("|---|---|---|---|---|---|")
     cases = {
         "preset krahenbuhl2013 (symmetric, 5 iterations)": (
-            run_ours_krahenbuhl, run_reference_krahenbuhl),
-        "drop-in, sxy 1 / 80, srgb 13, symmetric, 5 iterations": (
-            run_dropin, run_reference_dropin),
+            run_ours_krahenbuhl,
+            run_reference_krahenbuhl,
+        ),
+        "drop-in, sxy 1 / 80, srgb 13, symmetric, 5 iterations": (run_dropin, run_reference_dropin),
     }
     for name, (ours, ref) in cases.items():
         agree = float((ours(image, probs).argmax(0) == ref(image, probs).argmax(0)).mean())
         for threads, fn in (("default", ours), ("1", _one_thread(ours))):
             ours_t, ref_t = timed_pair(fn, ref, image, probs, repeats=repeats)
             a, b = statistics.median(ours_t), statistics.median(ref_t)
-            print(f"| {name} | {threads} | {a * 1e3:.0f} | {b * 1e3:.0f} | {a / b:.2f} | "
-                  f"{agree:.4%} |")
+            print(
+                f"| {name} | {threads} | {a * 1e3:.0f} | {b * 1e3:.0f} | {a / b:.2f} | "
+                f"{agree:.4%} |"
+            )
     print()
 
 
@@ -366,8 +386,9 @@ def pools() -> None:
         pool_task(i)
     single = (POOL_TASKS // 2) / (time.perf_counter() - start)
     set_threads(None)
-    print(f"## Process pools: {POOL_TASKS} different 500x375 21-label images per run, "
-          f"{cores} cores")
+    print(
+        f"## Process pools: {POOL_TASKS} different 500x375 21-label images per run, {cores} cores"
+    )
     print()
     print(f"one process, one thread: {single:.2f} images/s")
     print()
@@ -389,8 +410,7 @@ def pools() -> None:
         return
     # loky's workers import the task by module name, as they would a user's module.
     here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     sys.path.insert(0, here)
     import crf_cpu as module
 
@@ -437,8 +457,9 @@ def scaling(repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="headline comparison only")
-    parser.add_argument("--busy", action="store_true",
-                        help="headline, busy machine, other settings and pools only")
+    parser.add_argument(
+        "--busy", action="store_true", help="headline, busy machine, other settings and pools only"
+    )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -54,16 +54,19 @@ class Runner:
         self.amp = self.cuda and getattr(args, "amp", True)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
         self.model = build_model(name).to(device=device, memory_format=fmt)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9,
-                                         weight_decay=5e-4)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4
+        )
         crop = args.crop
         self.x = (torch.rand(args.batch, 3, crop, crop, device=device) * 255 - 117).contiguous(
-            memory_format=fmt)
+            memory_format=fmt
+        )
         out = self.model.variant.output_size(crop, training=True)
         self.labels = torch.randint(0, 21, (args.batch, out, out), device=device)
         size = args.infer_size
         self.image = (torch.rand(1, 3, size, size, device=device) * 255 - 117).contiguous(
-            memory_format=fmt)
+            memory_format=fmt
+        )
 
     def train_step(self) -> None:
         self.model.train()
@@ -80,8 +83,9 @@ class Runner:
             self.model(self.image)
 
 
-def measure(runners: dict[str, Runner], phase: str, warmup: int, iters: int,
-            device: torch.device) -> dict[str, list[float]]:
+def measure(
+    runners: dict[str, Runner], phase: str, warmup: int, iters: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per call of each runner's ``phase`` ("train_step" or "infer"), interleaved."""
     for runner in runners.values():
         for _ in range(warmup):
@@ -108,32 +112,43 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    )
     print(f"device: {device.type} ({where}); torch {torch.__version__}")
-    print(f"train: batch {args.batch} at {args.crop}x{args.crop}, forward+backward+SGD; "
-          f"inference: 1 image at {args.infer_size}x{args.infer_size}; median and best of "
-          f"{args.iters} rounds after {args.warmup} warm-up, models interleaved")
+    print(
+        f"train: batch {args.batch} at {args.crop}x{args.crop}, forward+backward+SGD; "
+        f"inference: 1 image at {args.infer_size}x{args.infer_size}; median and best of "
+        f"{args.iters} rounds after {args.warmup} warm-up, models interleaved"
+    )
     runners = {name: Runner(name, args, device) for name in args.models}
     train = measure(runners, "train_step", args.warmup, args.iters, device)
     infer = measure(runners, "infer", args.warmup, args.iters, device)
-    print(f"{'model':<18} {'train img/s':>11} {'(best)':>7} {'paper img/s':>11} "
-          f"{'infer ms':>9} {'(best)':>7}")
+    print(
+        f"{'model':<18} {'train img/s':>11} {'(best)':>7} {'paper img/s':>11} "
+        f"{'infer ms':>9} {'(best)':>7}"
+    )
     for name in args.models:
         speed = args.batch / statistics.median(train[name])
         best = args.batch / min(train[name])
         paper = PAPER_TRAIN_IMG_S.get(name)
         paper_s = f"{paper:.2f}" if paper else "-"
         ms = [t * 1e3 for t in infer[name]]
-        print(f"{name:<18} {speed:>11.3f} {best:>7.3f} {paper_s:>11} "
-              f"{statistics.median(ms):>9.0f} {min(ms):>7.0f}")
+        print(
+            f"{name:<18} {speed:>11.3f} {best:>7.3f} {paper_s:>11} "
+            f"{statistics.median(ms):>9.0f} {min(ms):>7.0f}"
+        )
     if {"deeplab-7x7", "deeplab-largefov"} <= set(runners):
         pairs = zip(train["deeplab-7x7"], train["deeplab-largefov"], strict=True)
         train_ratio = statistics.median(a / b for a, b in pairs)
         pairs = zip(infer["deeplab-7x7"], infer["deeplab-largefov"], strict=True)
         infer_ratio = statistics.median(a / b for a, b in pairs)
-        print(f"LargeFOV / 7x7 speed: training {train_ratio:.2f}x (paper, Titan GPU: 3.36x), "
-              f"inference {infer_ratio:.2f}x (medians of per-round ratios)")
+        print(
+            f"LargeFOV / 7x7 speed: training {train_ratio:.2f}x (paper, Titan GPU: 3.36x), "
+            f"inference {infer_ratio:.2f}x (medians of per-round ratios)"
+        )
     return 0
 
 

@@ -34,7 +34,10 @@ WORK = ROOT / "build" / "install-check"
 NETWORKS_ONLY = ("torch", "scipy", "matplotlib", "safetensors", "tqdm")
 # The CRF tests that need PyTorch (its backend): not part of the CRF-only install.
 TORCH_TESTS = (
-    "test_torch_backend.py", "test_torch_cpu.py", "test_torch_lattice.py", "test_torch_volume.py"
+    "test_torch_backend.py",
+    "test_torch_cpu.py",
+    "test_torch_lattice.py",
+    "test_torch_volume.py",
 )
 
 
@@ -57,8 +60,13 @@ def pip_install(python: Path, *requirements: str) -> None:
 
 def installed_from(python: Path, venv: Path) -> None:
     """deeplab must be imported from the environment, never from the checkout."""
-    out = subprocess.run([python, "-c", "import deeplab; print(deeplab.__file__)"], check=True,
-                         capture_output=True, text=True, cwd=tempfile.gettempdir())
+    out = subprocess.run(
+        [python, "-c", "import deeplab; print(deeplab.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
     where = Path(out.stdout.strip()).resolve()
     if not where.is_relative_to(venv.resolve()):
         raise SystemExit(f"deeplab imported from {where}, not from {venv}")
@@ -70,9 +78,15 @@ def crf_only() -> None:
     pip_install(python, f"{ROOT}[test-crf]")
     installed_from(python, venv)
     absent = subprocess.run(
-        [python, "-c", "import importlib.util as u, sys; "
-         f"print([m for m in {NETWORKS_ONLY!r} if u.find_spec(m)])"],
-        check=True, capture_output=True, text=True,
+        [
+            python,
+            "-c",
+            "import importlib.util as u, sys; "
+            f"print([m for m in {NETWORKS_ONLY!r} if u.find_spec(m)])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     if absent != "[]":
         raise SystemExit(f"the CRF-only install pulled in {absent}")
@@ -102,15 +116,19 @@ def check_archives(dist: Path) -> Path:
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     missing = [f for f in shipped if f not in names]
-    if not any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
-               for n in names):
+    if not any(
+        n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names
+    ):
         missing.append("LICENSE (dist-info)")
     if any(n.startswith("tests/") for n in names):
         raise SystemExit(f"{wheel.name} ships tests/")
     with tarfile.open(sdist) as t:
         members = {m.name.split("/", 1)[1] for m in t.getmembers() if "/" in m.name}
-    missing += [f"sdist: {f}" for f in ("LICENSE", "README.md", "pyproject.toml",
-                                        *(f"src/{s}" for s in shipped)) if f not in members]
+    missing += [
+        f"sdist: {f}"
+        for f in ("LICENSE", "README.md", "pyproject.toml", *(f"src/{s}" for s in shipped))
+        if f not in members
+    ]
     if missing:
         raise SystemExit(f"missing from the distributions: {missing}")
     print(f"{wheel.name}: {len(shipped)} package data files, LICENSE; {sdist.name} complete")

@@ -106,8 +106,16 @@ def test_demo_command_writes_a_self_contained_report(weights: Path, tmp_path: Pa
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
     assert "http://" not in html and "https://" not in html
-    for text in ("Mean IoU", "DCNN+CRF", "CRF iteration 10", "triangle", "Trimap",
-                 "Confusion matrix, DCNN", "Confusion matrix, DCNN+CRF", "colour scale"):
+    for text in (
+        "Mean IoU",
+        "DCNN+CRF",
+        "CRF iteration 10",
+        "triangle",
+        "Trimap",
+        "Confusion matrix, DCNN",
+        "Confusion matrix, DCNN+CRF",
+        "colour scale",
+    ):
         assert text in html
     results = json.loads((out / "results.json").read_text())
     assert results["crf_params"]["iterations"] == 4

@@ -53,8 +53,11 @@ def test_unknown_hash_is_written_beside_the_file(server, tmp_path: Path) -> None
 
 def test_wrong_hash_keeps_nothing(server, tmp_path: Path) -> None:
     url = server.add("/w.pth", Route(PAYLOAD))
-    with pytest.raises(DownloadError, match=rf"sha256 of the downloaded file is {DIGEST}, "
-                       r"expected 00000000\.\.\."):
+    with pytest.raises(
+        DownloadError,
+        match=rf"sha256 of the downloaded file is {DIGEST}, "
+        r"expected 00000000\.\.\.",
+    ):
         fetch(url, tmp_path / "w.pth", sha256="00000000")
     assert list(tmp_path.iterdir()) == []
 
@@ -70,8 +73,11 @@ def test_truncated_file_fails_the_hash(server, tmp_path: Path) -> None:
 def test_connection_that_keeps_dropping_gives_up_cleanly(server, tmp_path: Path) -> None:
     route = Route(PAYLOAD, drop_after=5000, drops=99)
     url = server.add("/w.pth", route)
-    with pytest.raises(DownloadError, match=r"connection closed after \d+ of \d+ bytes "
-                       r"\(gave up after 3 attempts\)"):
+    with pytest.raises(
+        DownloadError,
+        match=r"connection closed after \d+ of \d+ bytes "
+        r"\(gave up after 3 attempts\)",
+    ):
         fetch(url, tmp_path / "w.pth", sha256=DIGEST)
     assert list(tmp_path.iterdir()) == []
     # Each retry asked for the rest only.
@@ -82,8 +88,10 @@ def test_dropped_connection_resumes_with_range(server, tmp_path: Path) -> None:
     route = Route(PAYLOAD, drop_after=70_000, drops=1)
     url = server.add("/w.pth", route)
     seen: list[int] = []
-    assert fetch(url, tmp_path / "w.pth", sha256=DIGEST, progress=lambda d, t: seen.append(d)) \
+    assert (
+        fetch(url, tmp_path / "w.pth", sha256=DIGEST, progress=lambda d, t: seen.append(d))
         == DIGEST
+    )
     assert route.requests == [None, "bytes=70000-"]
     assert (tmp_path / "w.pth").read_bytes() == PAYLOAD
     assert seen[-1] == len(PAYLOAD)

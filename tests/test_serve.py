@@ -56,8 +56,6 @@ class Server:
     service: SegmentService
 
 
-
-
 @pytest.fixture(scope="module")
 def server(tiny_weights: Path) -> Iterator[Server]:
     """deeplab-largefov-tiny (fresh weights, synthetic classes) served on 127.0.0.1."""

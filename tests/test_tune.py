@@ -373,7 +373,8 @@ def test_image_selection(tmp_path: Path, saved: tuple[Path, SyntheticScenes]) ->
     assert len(select_images(folder, scenes, 100)) == 3  # fewer saved than asked: a warning
     # Spread: the first and last saved images and every other one in between.
     assert select_images(folder, scenes, 2, spread=True) == [
-        (0, "scene_000000"), (2, "scene_000002")
+        (0, "scene_000000"),
+        (2, "scene_000002"),
     ]
     assert len(select_images(folder, scenes, 100, spread=True)) == 3
     with pytest.raises(ValueError, match="no saved scores"):

@@ -96,8 +96,7 @@ def fetch(
             )
     if expected is None:
         atomic_write_text(f"{target}.sha256", f"{digest}  {target.name}\n")
-        log.warning("%s: no published hash; sha256 %s (written to %s.sha256)", url, digest,
-                    target)
+        log.warning("%s: no published hash; sha256 %s (written to %s.sha256)", url, digest, target)
     return digest
 
 
@@ -122,7 +121,10 @@ class _Progress:
 
 
 def _download(
-    url: str, handle: IO[bytes], timeout: float, attempts: int,
+    url: str,
+    handle: IO[bytes],
+    timeout: float,
+    attempts: int,
     progress: ProgressCallback | None,
 ) -> str:
     state = _Progress(handle)
@@ -148,8 +150,14 @@ def _download(
         except (ConnectionError, HTTPException) as exc:
             reason = f"connection dropped: {exc!r}"
         if attempt < attempts:
-            log.warning("%s: %s (attempt %d of %d); retrying from byte %d", url, reason,
-                        attempt, attempts, state.done)
+            log.warning(
+                "%s: %s (attempt %d of %d); retrying from byte %d",
+                url,
+                reason,
+                attempt,
+                attempts,
+                state.done,
+            )
     raise DownloadError(f"{url}: {reason} (gave up after {attempts} attempts)")
 
 

@@ -191,7 +191,7 @@ def _kind(class_names: Sequence[str]) -> str:
 
 
 def _trained_on(class_names: Sequence[str]) -> str | None:
-    """"camvid" / "synthetic" for networks with those classes (their shipped CRF fits)."""
+    """ "camvid" / "synthetic" for networks with those classes (their shipped CRF fits)."""
     names = tuple(class_names)
     return {CAMVID_CLASSES: "camvid", SYNTHETIC_CLASSES: "synthetic"}.get(names)
 

@@ -844,8 +844,7 @@ def heatmap_figure(result: TuneResult) -> Any:
                 (
                     coarse,
                     coarse[0],
-                    f"coarse grid, w1 = {_fmt(top.w1)}\nbest there "
-                    f"{100 * coarse[0].mean_iou:.2f}%",
+                    f"coarse grid, w1 = {_fmt(top.w1)}\nbest there {100 * coarse[0].mean_iou:.2f}%",
                 )
             )
     p = result.best_params

@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "crf_examples"
 # when not installed.
 BLOCKER = f"""
 import importlib.abc, sys
-BLOCKED = {EXTRA_MODULES['networks']!r}
+BLOCKED = {EXTRA_MODULES["networks"]!r}
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in BLOCKED:
@@ -62,8 +62,18 @@ def test_the_crf_and_its_drop_in_import_without_the_networks() -> None:
 
 def test_deeplab_crf_runs_without_the_networks(tmp_path: Path) -> None:
     out = tmp_path / "refined.png"
-    done = run_cli_blocked("crf", str(DATA / "im1.png"), "--labels", str(DATA / "anno1.png"),
-                           "--unknown", "black", "--iterations", "2", "--out", str(out))
+    done = run_cli_blocked(
+        "crf",
+        str(DATA / "im1.png"),
+        "--labels",
+        str(DATA / "anno1.png"),
+        "--unknown",
+        "black",
+        "--iterations",
+        "2",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert out.is_file()
 
@@ -97,8 +107,9 @@ def test_network_commands_name_the_extra_in_one_line() -> None:
     answers = json.loads(done.stdout.strip().splitlines()[-1])
     for argv, (rc, err) in zip(NETWORK_COMMANDS, answers, strict=True):
         # (Under load a slow start-up adds its "loading" notice first: not an error line.)
-        lines = [line for line in err.strip().splitlines()
-                 if not line.startswith("deeplab: loading")]
+        lines = [
+            line for line in err.strip().splitlines() if not line.startswith("deeplab: loading")
+        ]
         assert rc == 1 and len(lines) == 1, (argv, rc, err)
         assert lines[0].startswith(f"deeplab {argv[0]}: error: needs PyTorch"), lines
         assert lines[0].endswith("pip install 'deeplab[networks]'"), lines

@@ -37,8 +37,12 @@ def test_every_recipe_field_has_an_option(tmp_path: Path) -> None:
     argv = ["--out", str(tmp_path)]
     for f in dataclasses.fields(Recipe):
         option = "--" + f.name.replace("_", "-")
-        value = {"model": "deeplab", "init": "w.safetensors", "amp": "bf16",
-                 "class_balance": "sqrt_median_frequency"}.get(f.name)
+        value = {
+            "model": "deeplab",
+            "init": "w.safetensors",
+            "amp": "bf16",
+            "class_balance": "sqrt_median_frequency",
+        }.get(f.name)
         if f.type in ("bool", "bool | None"):
             argv.append(option if f.name == "mirror" else f"--no-{option[2:]}")
             continue

@@ -139,8 +139,20 @@ def test_evaluate_command_stops_on_a_bad_file_and_names_it(
     label = np.zeros((12, 16), np.uint8)
     label[3, 3] = 40
     Image.fromarray(label).save(tmp_path / "cv" / "valannot" / "b.png")
-    argv = ["evaluate", "--weights", str(weights), "--data", "camvid", "--camvid-root",
-            str(tmp_path / "cv"), "--crf", "none", "--out", str(tmp_path / "o"), "--no-progress"]
+    argv = [
+        "evaluate",
+        "--weights",
+        str(weights),
+        "--data",
+        "camvid",
+        "--camvid-root",
+        str(tmp_path / "cv"),
+        "--crf",
+        "none",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("deeplab evaluate: error:") and "valannot/b.png" in err

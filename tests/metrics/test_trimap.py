@@ -188,9 +188,7 @@ def test_boundary_distance_hand_checked() -> None:
         ]
     )
     np.testing.assert_array_equal(d, expected)
-    np.testing.assert_array_equal(
-        band_mask(label, 1, band="boundary"), (expected == 1)
-    )
+    np.testing.assert_array_equal(band_mask(label, 1, band="boundary"), (expected == 1))
     masks = band_masks(label, [1, 2, 40], band="boundary")
     np.testing.assert_array_equal(masks[1], (expected >= 1) & (expected <= 2))
     assert not masks[2][2, 4]  # void is never scored

@@ -19,8 +19,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 F = descriptor_pb2.FieldDescriptorProto
 
 
-def _field(msg: Any, name: str, number: int, ftype: int, label: int = F.LABEL_OPTIONAL,
-           type_name: str = "", packed: bool | None = None) -> None:
+def _field(
+    msg: Any,
+    name: str,
+    number: int,
+    ftype: int,
+    label: int = F.LABEL_OPTIONAL,
+    type_name: str = "",
+    packed: bool | None = None,
+) -> None:
     f = msg.field.add(name=name, number=number, type=ftype, label=label)
     if type_name:
         f.type_name = type_name
@@ -76,13 +83,11 @@ def caffe_messages(packed: bool = True) -> dict[str, type]:
     pool.Add(fdp)
     names = ("NetParameter", "V1LayerParameter", "LayerParameter", "BlobProto", "BlobShape")
     return {
-        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.{n}"))
-        for n in names
+        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.{n}")) for n in names
     }
 
 
-def fill_blob(blob: Any, array: np.ndarray, *, legacy: bool = False,
-              double: bool = False) -> None:
+def fill_blob(blob: Any, array: np.ndarray, *, legacy: bool = False, double: bool = False) -> None:
     """Write ``array`` into a BlobProto, with a BlobShape or Caffe's legacy 4-D fields."""
     a = np.asarray(array)
     if legacy:

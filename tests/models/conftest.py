@@ -33,6 +33,11 @@ def tiny_deeplab(tiny: Variant) -> Variant:
     the branch alignment on a grid that moves between levels)."""
     big = get_variant("deeplab")
     return dataclasses.replace(
-        big, name="tiny-deeplab-msc", channels=tiny.channels, fc_channels=32, msc=True,
-        msc_channels=8, dropout=0.0,
+        big,
+        name="tiny-deeplab-msc",
+        channels=tiny.channels,
+        fc_channels=32,
+        msc=True,
+        msc_channels=8,
+        dropout=0.0,
     )

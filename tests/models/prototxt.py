@@ -71,7 +71,7 @@ def _tokens(text: str, source: str) -> Iterator[tuple[str, str]]:
         m = _TOKEN.match(text, pos)
         if m is None:
             line = text.count("\n", 0, pos) + 1
-            raise ValueError(f"{source}:{line}: cannot read {text[pos:pos + 20]!r}")
+            raise ValueError(f"{source}:{line}: cannot read {text[pos : pos + 20]!r}")
         pos = m.end()
         if m.lastgroup is not None:
             yield m.lastgroup, m.group(m.lastgroup)

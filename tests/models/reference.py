@@ -71,8 +71,9 @@ def torchvision_vgg16_state(
     index, cin = 0, 3
     for n, cout in zip(BLOCKS, channels, strict=True):
         for _ in range(n):
-            state[f"features.{index}.weight"] = torch.randn(
-                cout, cin, 3, 3, dtype=dtype, device=device) * (2 / (9 * cin)) ** 0.5
+            state[f"features.{index}.weight"] = (
+                torch.randn(cout, cin, 3, 3, dtype=dtype, device=device) * (2 / (9 * cin)) ** 0.5
+            )
             state[f"features.{index}.bias"] = torch.randn(cout, dtype=dtype, device=device) * 0.1
             index += 2
             cin = cout
@@ -80,8 +81,9 @@ def torchvision_vgg16_state(
     ins = (cin * 49, fc, fc)
     outs = (fc, fc, classes)
     for i, (fan_in, fan_out) in zip((0, 3, 6), zip(ins, outs, strict=True), strict=True):
-        state[f"classifier.{i}.weight"] = torch.randn(
-            fan_out, fan_in, dtype=dtype, device=device) * (2 / fan_in) ** 0.5
+        state[f"classifier.{i}.weight"] = (
+            torch.randn(fan_out, fan_in, dtype=dtype, device=device) * (2 / fan_in) ** 0.5
+        )
         state[f"classifier.{i}.bias"] = torch.randn(fan_out, dtype=dtype, device=device) * 0.1
     return state
 
@@ -112,8 +114,10 @@ def caffe_pool(x: torch.Tensor, kind: str, kernel: int, stride: int, pad: int) -
     if kind != "AVE":
         raise ValueError(f"pooling kind {kind!r}")
     sums = F.avg_pool2d(F.pad(x, pads), kernel, stride, divisor_override=1)
-    inside = F.pad(torch.ones(1, 1, h + 2 * pad, w + 2 * pad, dtype=x.dtype),
-                   (0, max(extra_w, 0), 0, max(extra_h, 0)))
+    inside = F.pad(
+        torch.ones(1, 1, h + 2 * pad, w + 2 * pad, dtype=x.dtype),
+        (0, max(extra_w, 0), 0, max(extra_h, 0)),
+    )
     counts = F.avg_pool2d(inside, kernel, stride, divisor_override=1)
     return (sums / counts)[..., :oh, :ow]
 
@@ -154,16 +158,27 @@ def run_prototxt(net, phase: str, data: torch.Tensor, params: Params) -> dict[st
             w, b = params[str(layer.one("name"))]
             if w.shape[-1] != int(p.one("kernel_size")):
                 raise ValueError(f"{layer.one('name')}: kernel {w.shape} vs prototxt")
-            y = F.conv2d(x, w, b, stride=int(p.one("stride", 1)), padding=int(p.one("pad", 0)),
-                         dilation=int(p.one("hole", 1)))
+            y = F.conv2d(
+                x,
+                w,
+                b,
+                stride=int(p.one("stride", 1)),
+                padding=int(p.one("pad", 0)),
+                dilation=int(p.one("hole", 1)),
+            )
         elif kind == "RELU":
             y = F.relu(x)
         elif kind == "DROPOUT":
             y = x
         elif kind == "POOLING":
             p = layer.sub("pooling_param")
-            y = caffe_pool(x, str(p.one("pool")), int(p.one("kernel_size")),
-                           int(p.one("stride", 1)), int(p.one("pad", 0)))
+            y = caffe_pool(
+                x,
+                str(p.one("pool")),
+                int(p.one("kernel_size")),
+                int(p.one("stride", 1)),
+                int(p.one("pad", 0)),
+            )
         elif kind == "INTERP":
             y = caffe_interp_zoom(x, int(layer.sub("interp_param").one("zoom_factor")))
         elif kind == "PADDING":
@@ -172,7 +187,7 @@ def run_prototxt(net, phase: str, data: torch.Tensor, params: Params) -> dict[st
             if beg > 0 or end > 0:
                 raise ValueError("only cropping PADDING layers are used by DeepLab")
             h, w = x.shape[-2:]
-            y = x[..., -beg:h + end, -beg:w + end]
+            y = x[..., -beg : h + end, -beg : w + end]
         elif kind == "ELTWISE":
             if str(layer.sub("eltwise_param").one("operation")) != "SUM":
                 raise ValueError("only ELTWISE SUM is used by DeepLab")

@@ -18,8 +18,9 @@ from .caffe_proto import caffe_messages, caffemodel_bytes, fill_blob
 from .reference import reference_largefov
 
 
-def _caffe_layers(variant, num_classes: int, rng: np.random.Generator,
-                  classifier: str = "fc8_voc12") -> dict[str, list[np.ndarray]]:
+def _caffe_layers(
+    variant, num_classes: int, rng: np.random.Generator, classifier: str = "fc8_voc12"
+) -> dict[str, list[np.ndarray]]:
     """Random weights under Caffe names for ``variant`` (fc8 as ``classifier``)."""
     layers: dict[str, list[np.ndarray]] = {}
     for key, shape in target_shapes(variant, num_classes).items():
@@ -39,10 +40,14 @@ def _caffe_layers(variant, num_classes: int, rng: np.random.Generator,
 def small_net() -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(0)
     return {
-        "conv1_1": [rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-                    rng.standard_normal(4).astype(np.float32)],
-        "fc8_voc12": [rng.standard_normal((21, 8, 1, 1)).astype(np.float32),
-                      rng.standard_normal(21).astype(np.float32)],
+        "conv1_1": [
+            rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            rng.standard_normal(4).astype(np.float32),
+        ],
+        "fc8_voc12": [
+            rng.standard_normal((21, 8, 1, 1)).astype(np.float32),
+            rng.standard_normal(21).astype(np.float32),
+        ],
     }
 
 
@@ -88,32 +93,37 @@ def test_read_caffemodel_file(tmp_path, small_net) -> None:
 def test_converted_caffe_model_gives_the_reference_logits(tiny, v1: bool) -> None:
     layers = _caffe_layers(tiny, 21, np.random.default_rng(1))
     parsed = parse_caffemodel(caffemodel_bytes(layers, v1=v1, legacy=v1))
-    mapped, report = map_caffe({k: [torch.from_numpy(b) for b in v] for k, v in parsed.items()},
-                               tiny, 21)
+    mapped, report = map_caffe(
+        {k: [torch.from_numpy(b) for b in v] for k, v in parsed.items()}, tiny, 21
+    )
     assert report.missing == [] and report.unexpected == []
     assert ("fc8_voc12[0]", "fc8.weight", "") in report.mapped
     model = DeepLab(tiny, 21).double().eval()
     model.load_state_dict(mapped)
-    params = {k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
-              for k, (w, b) in layers.items()}
+    params = {
+        k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
+        for k, (w, b) in layers.items()
+    }
     params["fc8"] = params.pop("fc8_voc12")
     x = torch.randn(1, 3, 41, 50, dtype=torch.float64) * 60  # already Caffe convention
     with torch.no_grad():
-        torch.testing.assert_close(model(x), reference_largefov(x, params),
-                                   rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(model(x), reference_largefov(x, params), rtol=1e-9, atol=1e-9)
 
 
 def test_converted_msc_model_gives_the_reference_logits(tiny_msc) -> None:
     layers = _caffe_layers(tiny_msc, 4, np.random.default_rng(2), classifier="fc8")
     assert {"data_conv", "pool3_fc", "pool4_ms"} <= set(layers)
     parsed = parse_caffemodel(caffemodel_bytes(layers))
-    mapped, report = map_caffe({k: [torch.from_numpy(b) for b in v] for k, v in parsed.items()},
-                               tiny_msc, 4)
+    mapped, report = map_caffe(
+        {k: [torch.from_numpy(b) for b in v] for k, v in parsed.items()}, tiny_msc, 4
+    )
     assert report.missing == [] and report.unexpected == []
     model = DeepLab(tiny_msc, 4).double().eval()
     model.load_state_dict(mapped)
-    params = {k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
-              for k, (w, b) in layers.items()}
+    params = {
+        k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
+        for k, (w, b) in layers.items()
+    }
     x = torch.randn(1, 3, 49, 41, dtype=torch.float64) * 60  # 8k+1: Caffe's own geometry
     with torch.no_grad():
         expected = reference_largefov(x, params, branch_strides=(8, 4, 2, 1, 1))
@@ -123,8 +133,11 @@ def test_converted_msc_model_gives_the_reference_logits(tiny_msc) -> None:
 def test_wrong_variant_is_a_value_error_listing_tensors(tiny) -> None:
     layers = _caffe_layers(tiny, 21, np.random.default_rng(3))
     tensors = {k: [torch.from_numpy(b) for b in v] for k, v in layers.items()}
-    with pytest.raises(ValueError, match=r"conv1_1\[0\] -> conv1_1\.weight: expected "
-                                         r"\(64, 3, 3, 3\), got \(16, 3, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"conv1_1\[0\] -> conv1_1\.weight: expected "
+        r"\(64, 3, 3, 3\), got \(16, 3, 3, 3\)",
+    ):
         map_caffe(tensors, get_variant("deeplab-largefov"), 21)
 
 
@@ -133,8 +146,12 @@ def test_wrong_variant_is_a_value_error_listing_tensors(tiny) -> None:
 
 def _valid_bytes() -> bytes:
     rng = np.random.default_rng(4)
-    layers = {"conv1_1": [rng.standard_normal((2, 3, 3, 3)).astype(np.float32),
-                          rng.standard_normal(2).astype(np.float32)]}
+    layers = {
+        "conv1_1": [
+            rng.standard_normal((2, 3, 3, 3)).astype(np.float32),
+            rng.standard_normal(2).astype(np.float32),
+        ]
+    }
     return caffemodel_bytes(layers, packed=False, extra_layers=("data",))
 
 
@@ -185,8 +202,9 @@ def test_declared_shape_is_never_trusted() -> None:
 
 
 def test_duplicate_layer_names_are_rejected(small_net) -> None:
-    data = caffemodel_bytes(small_net) + caffemodel_bytes({"conv1_1": small_net["conv1_1"]},
-                                                          extra_layers=())
+    data = caffemodel_bytes(small_net) + caffemodel_bytes(
+        {"conv1_1": small_net["conv1_1"]}, extra_layers=()
+    )
     with pytest.raises(ValueError, match="two layers named 'conv1_1'"):
         parse_caffemodel(data)
 
@@ -199,8 +217,9 @@ def test_interleaved_unpacked_floats_parse_correctly() -> None:
     head = blob.SerializeToString()
     num = msgs["BlobProto"](num=1).SerializeToString()
     body = (head + num) * 2000  # 6000 floats in 2000 runs
-    blob_bytes = body + msgs["BlobProto"](num=6000, channels=1, height=1,
-                                          width=1).SerializeToString()
+    blob_bytes = (
+        body + msgs["BlobProto"](num=6000, channels=1, height=1, width=1).SerializeToString()
+    )
     layer = b"\x0a\x07conv1_1" + b"\x3a" + _varint(len(blob_bytes)) + blob_bytes
     net = b"\xa2\x06" + _varint(len(layer)) + layer  # field 100, wire type 2
     got = parse_caffemodel(net)["conv1_1"][0]

@@ -30,10 +30,14 @@ def test_convert_caffemodel(tmp_path, capsys) -> None:
     rng = np.random.default_rng(0)
     src = tmp_path / "released.caffemodel"
     layers = {
-        "conv1_1": [rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
-                    rng.standard_normal(16).astype(np.float32)],
-        "fc8_voc12": [rng.standard_normal((21, 128, 1, 1)).astype(np.float32),
-                      rng.standard_normal(21).astype(np.float32)],
+        "conv1_1": [
+            rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+            rng.standard_normal(16).astype(np.float32),
+        ],
+        "fc8_voc12": [
+            rng.standard_normal((21, 128, 1, 1)).astype(np.float32),
+            rng.standard_normal(21).astype(np.float32),
+        ],
         "fc8_coco": [np.zeros((2, 2), np.float32)],
     }
     src.write_bytes(caffemodel_bytes(layers))
@@ -54,8 +58,16 @@ def test_convert_torchvision_pth_with_other_class_count(tmp_path, capsys) -> Non
     src = tmp_path / "vgg16.pth"
     torch.save(torchvision_vgg16_state((16, 32, 64, 64, 64), 512), src)
     dst = tmp_path / "init.safetensors"
-    argv = ["convert", str(src), "--variant", "deeplab-largefov-tiny", "--out", str(dst),
-            "--num-classes", "4"]
+    argv = [
+        "convert",
+        str(src),
+        "--variant",
+        "deeplab-largefov-tiny",
+        "--out",
+        str(dst),
+        "--num-classes",
+        "4",
+    ]
     assert _run(argv) == 0
     out = capsys.readouterr().out
     assert "source format: torchvision-vgg16" in out
@@ -68,11 +80,27 @@ def test_errors_surface_as_value_errors(tmp_path) -> None:
     src = tmp_path / "vgg16.pth"
     torch.save(torchvision_vgg16_state((16, 32, 64, 64, 64), 512), src)
     with pytest.raises(ValueError, match="do not fit 'deeplab-largefov'"):
-        _run(["convert", str(src), "--variant", "deeplab-largefov",
-              "--out", str(tmp_path / "x.safetensors")])
+        _run(
+            [
+                "convert",
+                str(src),
+                "--variant",
+                "deeplab-largefov",
+                "--out",
+                str(tmp_path / "x.safetensors"),
+            ]
+        )
     with pytest.raises(ValueError, match=r"must end in \.safetensors"):
-        _run(["convert", str(src), "--variant", "deeplab-largefov-tiny",
-              "--out", str(tmp_path / "x.pth")])
+        _run(
+            [
+                "convert",
+                str(src),
+                "--variant",
+                "deeplab-largefov-tiny",
+                "--out",
+                str(tmp_path / "x.pth"),
+            ]
+        )
     assert not (tmp_path / "x.safetensors").exists()
 
 
@@ -108,8 +136,16 @@ def test_main_reports_errors_with_exit_code_1(tmp_path, capsys) -> None:
 
     src = tmp_path / "broken.caffemodel"
     src.write_bytes(b"\x12\x05abc")
-    code = main(["convert", str(src), "--variant", "deeplab-largefov-tiny",
-                 "--out", str(tmp_path / "x.safetensors")])
+    code = main(
+        [
+            "convert",
+            str(src),
+            "--variant",
+            "deeplab-largefov-tiny",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        ]
+    )
     assert code == 1
     assert "malformed .caffemodel" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()

@@ -55,8 +55,9 @@ def test_fold_is_exact_inside_and_differs_only_at_the_border() -> None:
     expected = conv(((rgb / 255) - mean) / std)
     w, b = fold_torchvision_input(conv.weight, conv.bias)
     got = F.conv2d(to_model_input(rgb).double(), w, b, padding=1)
-    torch.testing.assert_close(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1],
-                               rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(
+        got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], rtol=1e-10, atol=1e-9
+    )
     # at the border the source sees zero padding, the folded conv a Caffe-convention zero
     assert (got - expected)[..., 0, :].abs().max() > 1e-3
     assert (got - expected)[..., :, -1].abs().max() > 1e-3
@@ -64,16 +65,21 @@ def test_fold_is_exact_inside_and_differs_only_at_the_border() -> None:
 
 def test_full_torchvision_vgg16_maps_onto_every_variant() -> None:
     state = torchvision_vgg16_state(device="meta")
-    for name in ("deeplab", "deeplab-7x7", "deeplab-4x4", "deeplab-largefov",
-                 "deeplab-msc", "deeplab-msc-largefov"):
+    for name in (
+        "deeplab",
+        "deeplab-7x7",
+        "deeplab-4x4",
+        "deeplab-largefov",
+        "deeplab-msc",
+        "deeplab-msc-largefov",
+    ):
         v = get_variant(name)
         out, report = map_torchvision_vgg16(state, name, 21)
         shapes = target_shapes(name, 21)
         assert all(tuple(t.shape) == shapes[k] for k, t in out.items())
         assert out["fc6.weight"].shape == (v.fc_channels, 512, v.fc6_kernel, v.fc6_kernel)
         assert out["fc7.weight"].shape == (v.fc_channels, v.fc_channels, 1, 1)
-        assert {k for k, _, _ in report.unexpected} == {"classifier.6.weight",
-                                                        "classifier.6.bias"}
+        assert {k for k, _, _ in report.unexpected} == {"classifier.6.weight", "classifier.6.bias"}
         expected_missing = {k for k in shapes if k.startswith(("fc8.", "msc."))}
         assert set(report.missing) == expected_missing
         assert len(report.mapped) == 30
@@ -113,8 +119,9 @@ def test_torchvision_conversion_gives_the_source_logits() -> None:
     # the torchvision value of a Caffe-convention zero (see fold_torchvision_input)
     caffe_zero = (torch.tensor((122.675, 116.669, 104.008), dtype=torch.float64) / 255 - mean) / std
     with torch.no_grad():
-        expected = reference_largefov(x_tv, params, fc6_dilation=4, fc6_padding=12,
-                                      pad_value=caffe_zero)
+        expected = reference_largefov(
+            x_tv, params, fc6_dilation=4, fc6_padding=12, pad_value=caffe_zero
+        )
         got = model(to_model_input(rgb).double())
     assert got.shape == (2, 5, 6, 7)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
@@ -141,12 +148,14 @@ def test_caffe_layer_table() -> None:
 def test_caffe_init_net_with_imagenet_classifier_leaves_fc8_fresh() -> None:
     shapes = target_shapes("deeplab-largefov", 21)
     layers = {
-        name.removesuffix(".weight"): [torch.empty(shape, device="meta"),
-                                       torch.empty(shape[0], device="meta")]
-        for name, shape in shapes.items() if name.endswith(".weight") and name != "fc8.weight"
+        name.removesuffix(".weight"): [
+            torch.empty(shape, device="meta"),
+            torch.empty(shape[0], device="meta"),
+        ]
+        for name, shape in shapes.items()
+        if name.endswith(".weight") and name != "fc8.weight"
     }
-    layers["fc8"] = [torch.empty(1000, 1024, 1, 1, device="meta"),
-                     torch.empty(1000, device="meta")]
+    layers["fc8"] = [torch.empty(1000, 1024, 1, 1, device="meta"), torch.empty(1000, device="meta")]
     out, report = map_caffe(layers, "deeplab-largefov", 21)
     assert report.missing == ["fc8.weight", "fc8.bias"]
     assert [k for k, _, _ in report.unexpected] == ["fc8"]
@@ -157,8 +166,10 @@ def test_caffe_init_net_with_imagenet_classifier_leaves_fc8_fresh() -> None:
 def test_caffe_full_vgg16_innerproduct_fc_layers_are_decimated() -> None:
     """VGG_ILSVRC_16_layers stores fc6/fc7 as InnerProduct blobs, legacy 4-D (1,1,O,I)."""
     tv = torchvision_vgg16_state(device="meta")
-    layers = {"fc6": [tv["classifier.0.weight"][None, None], tv["classifier.0.bias"]],
-              "fc7": [tv["classifier.3.weight"], tv["classifier.3.bias"][None, None, None]]}
+    layers = {
+        "fc6": [tv["classifier.0.weight"][None, None], tv["classifier.0.bias"]],
+        "fc7": [tv["classifier.3.weight"], tv["classifier.3.bias"][None, None, None]],
+    }
     out, report = map_caffe(layers, "deeplab-largefov", 21)
     assert out["fc6.weight"].shape == (1024, 512, 3, 3)
     assert out["fc7.weight"].shape == (1024, 1024, 1, 1)
@@ -189,9 +200,14 @@ def test_report_lines_list_every_tensor() -> None:
 
 def test_same_size_but_wrong_layout_is_never_reshaped() -> None:
     shapes = target_shapes("deeplab-largefov-tiny", 21)
-    layers = {"conv1_1": [torch.zeros(3, 16, 3, 3), torch.zeros(16)],  # (I,O,k,k), same numel
-              "fc7": [torch.zeros(128, 128, 1, 1), torch.zeros(128)]}
+    layers = {
+        "conv1_1": [torch.zeros(3, 16, 3, 3), torch.zeros(16)],  # (I,O,k,k), same numel
+        "fc7": [torch.zeros(128, 128, 1, 1), torch.zeros(128)],
+    }
     assert shapes["conv1_1.weight"] == (16, 3, 3, 3)
-    with pytest.raises(ValueError, match=r"conv1_1\.weight: expected \(16, 3, 3, 3\), "
-                                         r"got \(3, 16, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"conv1_1\.weight: expected \(16, 3, 3, 3\), "
+        r"got \(3, 16, 3, 3\)",
+    ):
         map_caffe(layers, "deeplab-largefov-tiny", 21)

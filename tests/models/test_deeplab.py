@@ -70,8 +70,9 @@ def test_state_dict_keys_use_caffe_names(tiny_msc) -> None:
     keys = set(build_model("deeplab-largefov-tiny").state_dict())
     assert {"conv1_1.weight", "conv5_3.bias", "fc6.weight", "fc7.weight", "fc8.bias"} <= keys
     msc_keys = set(DeepLab(tiny_msc, 21).state_dict()) - keys
-    assert msc_keys == {f"msc.{k}.fc{j}.{p}" for k in range(5) for j in (1, 2, 3)
-                        for p in ("weight", "bias")}
+    assert msc_keys == {
+        f"msc.{k}.fc{j}.{p}" for k in range(5) for j in (1, 2, 3) for p in ("weight", "bias")
+    }
 
 
 def test_bad_inputs_raise_value_error() -> None:
@@ -123,8 +124,7 @@ def test_tiny_keeps_unit_scale_activations_at_init() -> None:
 
 def _branch_caffe(branch, tap: torch.Tensor) -> torch.Tensor:
     """Caffe's branch: 3x3 conv with pad 1 and stride s, 1x1, 1x1 (eval: no dropout)."""
-    h = F.relu(F.conv2d(tap, branch.fc1.weight, branch.fc1.bias, stride=branch.stride,
-                        padding=1))
+    h = F.relu(F.conv2d(tap, branch.fc1.weight, branch.fc1.bias, stride=branch.stride, padding=1))
     h = F.relu(F.conv2d(h, branch.fc2.weight, branch.fc2.bias))
     return F.conv2d(h, branch.fc3.weight, branch.fc3.bias)
 

@@ -38,8 +38,14 @@ def test_fields_nesting_repeats_and_placeholders() -> None:
 
 @pytest.mark.parametrize(
     ("text", "error"),
-    [("a { b: 1", "unclosed"), ("a: 1 }", "unbalanced"), ("a:", "no value"),
-     ("a: }", "no value"), (": 1", "field name"), ("a: \"open", "cannot read")],
+    [
+        ("a { b: 1", "unclosed"),
+        ("a: 1 }", "unbalanced"),
+        ("a:", "no value"),
+        ("a: }", "no value"),
+        (": 1", "field name"),
+        ('a: "open', "cannot read"),
+    ],
 )
 def test_malformed_text_is_a_value_error(text: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):

@@ -58,9 +58,13 @@ def released_spec(net: Message, phase: str) -> Spec:
         if kind == "CONVOLUTION":
             p = layer.sub("convolution_param")
             d = {
-                "type": kind, "bottom": bottoms, "num_output": int(p.one("num_output")),
-                "kernel": int(p.one("kernel_size")), "stride": int(p.one("stride", 1)),
-                "pad": int(p.one("pad", 0)), "hole": int(p.one("hole", 1)),
+                "type": kind,
+                "bottom": bottoms,
+                "num_output": int(p.one("num_output")),
+                "kernel": int(p.one("kernel_size")),
+                "stride": int(p.one("stride", 1)),
+                "pad": int(p.one("pad", 0)),
+                "hole": int(p.one("hole", 1)),
             }
             if phase == "TRAIN":
                 lr = tuple(float(x) for x in layer.all("blobs_lr")) or (1.0, 1.0)
@@ -71,61 +75,97 @@ def released_spec(net: Message, phase: str) -> Spec:
         elif kind == "POOLING":
             p = layer.sub("pooling_param")
             spec[name] = {
-                "type": kind, "bottom": bottoms, "pool": str(p.one("pool")),
-                "kernel": int(p.one("kernel_size")), "stride": int(p.one("stride", 1)),
-                "pad": int(p.one("pad", 0)), "rounding": "ceil",  # Caffe's only rounding
+                "type": kind,
+                "bottom": bottoms,
+                "pool": str(p.one("pool")),
+                "kernel": int(p.one("kernel_size")),
+                "stride": int(p.one("stride", 1)),
+                "pad": int(p.one("pad", 0)),
+                "rounding": "ceil",  # Caffe's only rounding
             }
         elif kind == "INTERP" and "label" not in bottoms:
-            spec[name] = {"type": kind, "bottom": bottoms,
-                          "zoom": int(layer.sub("interp_param").one("zoom_factor"))}
+            spec[name] = {
+                "type": kind,
+                "bottom": bottoms,
+                "zoom": int(layer.sub("interp_param").one("zoom_factor")),
+            }
         elif kind == "PADDING":
             p = layer.sub("padding_param")
-            spec[name] = {"type": kind, "bottom": bottoms, "pad_beg": int(p.one("pad_beg")),
-                          "pad_end": int(p.one("pad_end"))}
+            spec[name] = {
+                "type": kind,
+                "bottom": bottoms,
+                "pad_beg": int(p.one("pad_beg")),
+                "pad_end": int(p.one("pad_end")),
+            }
         elif kind == "ELTWISE":
-            spec[name] = {"type": kind, "bottom": bottoms,
-                          "op": str(layer.sub("eltwise_param").one("operation"))}
+            spec[name] = {
+                "type": kind,
+                "bottom": bottoms,
+                "op": str(layer.sub("eltwise_param").one("operation")),
+            }
         elif kind == "DROPOUT":
-            spec[name] = {"type": kind, "bottom": bottoms,
-                          "ratio": float(layer.sub("dropout_param").one("dropout_ratio"))}
+            spec[name] = {
+                "type": kind,
+                "bottom": bottoms,
+                "ratio": float(layer.sub("dropout_param").one("dropout_ratio")),
+            }
     return spec
 
 
 def released_data(net: Message, phase: str) -> dict[str, Any]:
-    layer = next(m for m in layers(net)
-                 if str(m.one("type")) == "IMAGE_SEG_DATA" and in_phase(m, phase))
+    layer = next(
+        m for m in layers(net) if str(m.one("type")) == "IMAGE_SEG_DATA" and in_phase(m, phase)
+    )
     t, d = layer.sub("transform_param"), layer.sub("image_data_param")
     return {
-        "crop": int(t.one("crop_size")), "mirror": str(t.one("mirror")) == "true",
-        "mean": tuple(float(m) for m in t.all("mean_value")), "batch": int(d.one("batch_size")),
+        "crop": int(t.one("crop_size")),
+        "mirror": str(t.one("mirror")) == "true",
+        "mean": tuple(float(m) for m in t.all("mean_value")),
+        "batch": int(d.one("batch_size")),
     }
 
 
 # --- our side --------------------------------------------------------------------------
 
 
-def _conv(module: nn.Conv2d, bottom: str, *, stride: int | None = None,
-          pad: int | None = None) -> dict[str, Any]:
+def _conv(
+    module: nn.Conv2d, bottom: str, *, stride: int | None = None, pad: int | None = None
+) -> dict[str, Any]:
     return {
-        "type": "CONVOLUTION", "bottom": (bottom,), "num_output": module.out_channels,
+        "type": "CONVOLUTION",
+        "bottom": (bottom,),
+        "num_output": module.out_channels,
         "kernel": module.kernel_size[0],
         "stride": module.stride[0] if stride is None else stride,
-        "pad": module.padding[0] if pad is None else pad, "hole": module.dilation[0],
+        "pad": module.padding[0] if pad is None else pad,
+        "hole": module.dilation[0],
     }
 
 
 def _pool(module: nn.Module, bottom: str, training: bool) -> dict[str, Any]:
     if isinstance(module, CaffeMaxPool):
         pad = module.padding if training else module.eval_padding
-        return {"type": "POOLING", "bottom": (bottom,), "pool": "MAX",
-                "kernel": module.kernel_size, "stride": module.stride, "pad": pad,
-                "rounding": "ceil"}
+        return {
+            "type": "POOLING",
+            "bottom": (bottom,),
+            "pool": "MAX",
+            "kernel": module.kernel_size,
+            "stride": module.stride,
+            "pad": pad,
+            "rounding": "ceil",
+        }
     assert isinstance(module, nn.AvgPool2d)
     # Caffe's AVE divides by the window clipped to the padded input: count_include_pad.
     assert module.count_include_pad
-    return {"type": "POOLING", "bottom": (bottom,), "pool": "AVE",
-            "kernel": module.kernel_size, "stride": module.stride, "pad": module.padding,
-            "rounding": "ceil" if module.ceil_mode else "floor"}
+    return {
+        "type": "POOLING",
+        "bottom": (bottom,),
+        "pool": "AVE",
+        "kernel": module.kernel_size,
+        "stride": module.stride,
+        "pad": module.padding,
+        "rounding": "ceil" if module.ceil_mode else "floor",
+    }
 
 
 def our_spec(variant: Variant, training: bool, recipe: Recipe) -> Spec:
@@ -159,9 +199,12 @@ def our_spec(variant: Variant, training: bool, recipe: Recipe) -> Spec:
         if variant.score_crop:
             cells = variant.output_size(variant.test_crop, training=False)
             interp = variant.output_stride * (cells - 1) + 1
-            spec["fc8_crop"] = {"type": "PADDING", "bottom": ("fc8_interp",),
-                                "pad_beg": -variant.score_crop,
-                                "pad_end": -(interp - variant.score_crop - variant.test_crop)}
+            spec["fc8_crop"] = {
+                "type": "PADDING",
+                "bottom": ("fc8_interp",),
+                "pad_beg": -variant.score_crop,
+                "pad_end": -(interp - variant.score_crop - variant.test_crop),
+            }
     if model.msc is not None:
         fusion = []
         geometry = variant.tap_geometry(training)
@@ -178,8 +221,11 @@ def our_spec(variant: Variant, training: bool, recipe: Recipe) -> Spec:
             spec[fc] = _conv(branch.fc2, conv)
             spec[ms] = _conv(branch.fc3, fc)
             for drop, layer in ((f"{tap}_drop_conv", conv), (f"{tap}_drop_fc", fc)):
-                spec[drop] = {"type": "DROPOUT", "bottom": (layer,),
-                              "ratio": getattr(branch, "drop1" if layer == conv else "drop2").p}
+                spec[drop] = {
+                    "type": "DROPOUT",
+                    "bottom": (layer,),
+                    "ratio": getattr(branch, "drop1" if layer == conv else "drop2").p,
+                }
             zoom = geometry[k][0]
             if training or zoom == 1:
                 fusion.append(ms)
@@ -193,8 +239,10 @@ def our_spec(variant: Variant, training: bool, recipe: Recipe) -> Spec:
             w, b = groups.get(f"{ours}.weight"), groups.get(f"{ours}.bias")
             spec[caffe]["lr_mult"] = (w["lr_mult"] if w else 0.0, b["lr_mult"] if b else 0.0)
             if w or b:
-                spec[caffe]["decay_mult"] = (w["weight_decay"] / recipe.weight_decay if w else 0,
-                                             b["weight_decay"] / recipe.weight_decay if b else 0)
+                spec[caffe]["decay_mult"] = (
+                    w["weight_decay"] / recipe.weight_decay if w else 0,
+                    b["weight_decay"] / recipe.weight_decay if b else 0,
+                )
     return spec
 
 
@@ -248,13 +296,19 @@ def test_data_layers_and_label_shrink(folder: str) -> None:
     assert cells == variant.output_size(recipe.crop, training=True)
 
 
-SOLVER_FIELDS = {"base_lr": "lr", "stepsize": "lr_step", "gamma": "lr_gamma",
-                 "max_iter": "iterations", "momentum": "momentum",
-                 "weight_decay": "weight_decay"}
+SOLVER_FIELDS = {
+    "base_lr": "lr",
+    "stepsize": "lr_step",
+    "gamma": "lr_gamma",
+    "max_iter": "iterations",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+}
 
 
-@pytest.mark.parametrize(("stage", "solver"), [("train_aug", "solver"),
-                                              ("trainval_aug", "solver2")])
+@pytest.mark.parametrize(
+    ("stage", "solver"), [("train_aug", "solver"), ("trainval_aug", "solver2")]
+)
 @pytest.mark.parametrize("folder", sorted(RELEASED))
 def test_recipes_are_the_released_solvers(folder: str, stage: str, solver: str) -> None:
     name = RELEASED[folder]
@@ -310,8 +364,10 @@ def test_full_size_released_weights_convert_completely(folder: str) -> None:
     """Every tensor of the released net, at its full size (meta tensors: no memory), maps
     onto our variant: nothing missing, nothing unexpected, no shape conflict."""
     shapes = conv_shapes(read_net(folder, "train"))
-    blobs = {name: [torch.empty(o, i, k, k, device="meta"), torch.empty(o, device="meta")]
-             for name, (o, i, k) in shapes.items()}
+    blobs = {
+        name: [torch.empty(o, i, k, k, device="meta"), torch.empty(o, device="meta")]
+        for name, (o, i, k) in shapes.items()
+    }
     mapped, report = map_caffe(blobs, RELEASED[folder], 21)
     assert report.missing == [] and report.unexpected == []
     assert len(mapped) == 2 * len(shapes)

@@ -38,8 +38,9 @@ def _output_blob(net, kinds: tuple[str, ...]) -> str:
 def _narrow(name: str):
     v = get_variant(name)
     # Dropout off: the train-phase comparison is then deterministic (the reference skips it).
-    return dataclasses.replace(v, channels=(8, 8, 16, 16, 16), fc_channels=32, msc_channels=8,
-                               dropout=0.0)
+    return dataclasses.replace(
+        v, channels=(8, 8, 16, 16, 16), fc_channels=32, msc_channels=8, dropout=0.0
+    )
 
 
 def _close(ours: torch.Tensor, ref: torch.Tensor) -> None:
@@ -59,8 +60,10 @@ def converted(request, tmp_path_factory):
     path.write_bytes(caffemodel_bytes(weights))
     variant = _narrow(RELEASED[folder])
     model, report = convert_file(path, variant, 21)
-    params = {k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
-              for k, (w, b) in weights.items()}
+    params = {
+        k: (torch.from_numpy(w).double(), torch.from_numpy(b).double())
+        for k, (w, b) in weights.items()
+    }
     return folder, variant, model, report, params
 
 
@@ -98,8 +101,11 @@ def test_test_net_scores_of_a_padded_photo(converted) -> None:
 def test_train_net_stride8_scores(converted) -> None:
     folder, variant, model, _, params = converted
     train = read_net(folder, "train")
-    data = next(m for m in layers(train) if str(m.one("type")) == "IMAGE_SEG_DATA"
-                and m.all("include")[0].one("phase") == "TRAIN")
+    data = next(
+        m
+        for m in layers(train)
+        if str(m.one("type")) == "IMAGE_SEG_DATA" and m.all("include")[0].one("phase") == "TRAIN"
+    )
     crop = int(data.sub("transform_param").one("crop_size"))
     x = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(3)) * 60
     model.train()

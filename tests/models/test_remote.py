@@ -53,8 +53,15 @@ def served(narrow_vgg16, monkeypatch, tmp_path):
     with loopback_server() as server:
         path = f"/models/narrow-{digest[:8]}.pth"
         url = server.add(path, Route(body))
-        record = WeightsRecord(NAME, "deeplab-largefov-tiny", url, "pth", class_names=(),
-                               url=url, sha256=hash_prefix_of(url))
+        record = WeightsRecord(
+            NAME,
+            "deeplab-largefov-tiny",
+            url,
+            "pth",
+            class_names=(),
+            url=url,
+            sha256=hash_prefix_of(url),
+        )
         monkeypatch.setitem(WEIGHTS, NAME, record)
         yield server.routes[path], record
 
@@ -92,8 +99,16 @@ def test_a_bad_download_leaves_the_cache_empty(served, tmp_path) -> None:
 
 def test_cli_convert_by_name_shows_progress(served, tmp_path, capsys) -> None:
     out = tmp_path / "init.safetensors"
-    argv = ["convert", NAME, "--variant", "deeplab-largefov-tiny", "--out", str(out),
-            "--num-classes", "4"]
+    argv = [
+        "convert",
+        NAME,
+        "--variant",
+        "deeplab-largefov-tiny",
+        "--out",
+        str(out),
+        "--num-classes",
+        "4",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert f"downloading {NAME}" in captured.err
@@ -105,8 +120,11 @@ def test_cli_convert_by_name_shows_progress(served, tmp_path, capsys) -> None:
 
 def test_unknown_hash_is_printed_and_kept(served, monkeypatch, tmp_path, capsys) -> None:
     route, record = served
-    monkeypatch.setitem(WEIGHTS, NAME, WeightsRecord(
-        NAME, record.variant, record.source, "pth", class_names=(), url=record.url))
+    monkeypatch.setitem(
+        WEIGHTS,
+        NAME,
+        WeightsRecord(NAME, record.variant, record.source, "pth", class_names=(), url=record.url),
+    )
     out = tmp_path / "init.safetensors"
     assert main(["convert", NAME, "--variant", "deeplab-largefov-tiny", "--out", str(out)]) == 0
     digest = hashlib.sha256(route.body).hexdigest()

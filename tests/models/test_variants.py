@@ -11,15 +11,24 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from deeplab.models import VARIANTS, build_model, get_variant, list_models
 from deeplab.models.variants import Pool, caffe_pool_size
 
-PAPER_PARAMS_M = {"deeplab-7x7": 134.3, "deeplab": 65.1, "deeplab-4x4": 65.1,
-                  "deeplab-largefov": 20.5}
+PAPER_PARAMS_M = {
+    "deeplab-7x7": 134.3,
+    "deeplab": 65.1,
+    "deeplab-4x4": 65.1,
+    "deeplab-largefov": 20.5,
+}
 BIG = [n for n in list_models() if n != "deeplab-largefov-tiny"]
 
 
 def test_list_models_is_the_table() -> None:
     assert list_models() == [
-        "deeplab", "deeplab-7x7", "deeplab-4x4", "deeplab-largefov", "deeplab-msc",
-        "deeplab-msc-largefov", "deeplab-largefov-tiny",
+        "deeplab",
+        "deeplab-7x7",
+        "deeplab-4x4",
+        "deeplab-largefov",
+        "deeplab-msc",
+        "deeplab-msc-largefov",
+        "deeplab-largefov-tiny",
     ]
     assert all(VARIANTS[n].name == n for n in list_models())
 
@@ -59,8 +68,18 @@ def test_table_matches_the_released_configs(name, pool, pool4, pool4_test, fc6, 
 
 
 def test_msc_variants_share_their_base() -> None:
-    fields = ("pool", "pool4", "pool4_eval_padding", "pool5", "pool5a", "fc6_kernel",
-              "fc6_dilation", "fc6_padding", "fc_channels", "channels")
+    fields = (
+        "pool",
+        "pool4",
+        "pool4_eval_padding",
+        "pool5",
+        "pool5a",
+        "fc6_kernel",
+        "fc6_dilation",
+        "fc6_padding",
+        "fc_channels",
+        "channels",
+    )
     a, b = get_variant("deeplab-msc-largefov"), get_variant("deeplab-largefov")
     assert a.msc and not b.msc
     assert all(getattr(a, f) == getattr(b, f) for f in fields)
@@ -75,11 +94,18 @@ def test_msc_variants_share_their_base() -> None:
 
 def test_tiny_keeps_the_largefov_topology() -> None:
     tiny, big = get_variant("deeplab-largefov-tiny"), get_variant("deeplab-largefov")
-    same = dataclasses.replace(tiny, name=big.name, paper_name=big.paper_name,
-                               description=big.description, channels=big.channels,
-                               fc_channels=big.fc_channels, dropout=big.dropout,
-                               paper_params_m=big.paper_params_m,
-                               caffe_config=big.caffe_config, init_weights=big.init_weights)
+    same = dataclasses.replace(
+        tiny,
+        name=big.name,
+        paper_name=big.paper_name,
+        description=big.description,
+        channels=big.channels,
+        fc_channels=big.fc_channels,
+        dropout=big.dropout,
+        paper_params_m=big.paper_params_m,
+        caffe_config=big.caffe_config,
+        init_weights=big.init_weights,
+    )
     assert same == big
 
 

@@ -52,10 +52,12 @@ def test_max_pool_matches_caffe(pool: Pool, size: tuple[int, int]) -> None:
 def test_pool4_padding_follows_train_and_eval_mode() -> None:
     pool = CaffeMaxPool(Pool(2, 1, 0), eval_padding=1)
     x = torch.randn(1, 2, 11, 11, dtype=torch.float64)
-    np.testing.assert_array_equal(pool.train()(x)[0].numpy(),
-                                  caffe_pool_reference(x[0].numpy(), Pool(2, 1, 0)))
-    np.testing.assert_array_equal(pool.eval()(x)[0].numpy(),
-                                  caffe_pool_reference(x[0].numpy(), Pool(2, 1, 1)))
+    np.testing.assert_array_equal(
+        pool.train()(x)[0].numpy(), caffe_pool_reference(x[0].numpy(), Pool(2, 1, 0))
+    )
+    np.testing.assert_array_equal(
+        pool.eval()(x)[0].numpy(), caffe_pool_reference(x[0].numpy(), Pool(2, 1, 1))
+    )
     assert pool.train()(x).shape[-1] == 10
     assert pool.eval()(x).shape[-1] == 12
 
@@ -65,8 +67,9 @@ def test_pool5a_is_caffe_average_pooling() -> None:
     assert trunk.pool5a is not None
     x = torch.randn(3, 7, 10, dtype=torch.float64)
     got = trunk.pool5a(x[None])[0].numpy()
-    np.testing.assert_allclose(got, caffe_pool_reference(x.numpy(), Pool(3, 1, 1), True),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        got, caffe_pool_reference(x.numpy(), Pool(3, 1, 1), True), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_trunk_keys_are_caffe_names(tiny) -> None:
@@ -124,5 +127,4 @@ def test_dilated_conv_equals_undilated_filter_on_sparse_input(layer: str, rate: 
         for b in range(rate):
             sparse = x[:, :, a::rate, b::rate]
             small = F.conv2d(sparse, conv.weight, conv.bias, padding=(k - 1) // 2)
-            torch.testing.assert_close(dense[:, :, a::rate, b::rate], small,
-                                       rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(dense[:, :, a::rate, b::rate], small, rtol=1e-10, atol=1e-10)

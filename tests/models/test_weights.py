@@ -66,7 +66,11 @@ def test_released_records_say_how_to_use_them() -> None:
     for name, (variant, classifier, crop, split) in expected.items():
         r = get_weights_record(name)
         assert (r.variant, r.caffe_classifier, r.test_crop, r.train_split) == (
-            variant, classifier, crop, split)
+            variant,
+            classifier,
+            crop,
+            split,
+        )
         assert r.crf_params is not None and r.crf_params.iterations == 10
         assert ("COCO" in r.pretrained) == ("coco" in name)
     assert get_weights_record("deeplab-voc12").crf_params.w1 == 5
@@ -76,18 +80,27 @@ def test_released_records_say_how_to_use_them() -> None:
 def test_variants_name_their_init_and_crf_preset() -> None:
     assert get_variant("deeplab-largefov").init_weights == "vgg16_20M"
     assert get_variant("deeplab").init_weights == "vgg16_128"
-    assert all(get_variant(n).crf_preset in CRF_PRESETS for n in
-               ("deeplab", "deeplab-msc", "deeplab-largefov", "deeplab-msc-largefov"))
+    assert all(
+        get_variant(n).crf_preset in CRF_PRESETS
+        for n in ("deeplab", "deeplab-msc", "deeplab-largefov", "deeplab-msc-largefov")
+    )
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:
     model = build_model("deeplab-largefov-tiny", num_classes=3)
     path = tmp_path / "tiny.safetensors"
-    save_model(model, path, class_names=("bg", "a", "b"), source="unit-test",
-               extra={"iterations": "6000"})
+    save_model(
+        model, path, class_names=("bg", "a", "b"), source="unit-test", extra={"iterations": "6000"}
+    )
     tensors, meta = load_checkpoint(path)
-    assert meta == CheckpointMeta("deeplab-largefov-tiny", 3, ("bg", "a", "b"),
-                                  "caffe-bgr-255-meansub", "unit-test", {"iterations": "6000"})
+    assert meta == CheckpointMeta(
+        "deeplab-largefov-tiny",
+        3,
+        ("bg", "a", "b"),
+        "caffe-bgr-255-meansub",
+        "unit-test",
+        {"iterations": "6000"},
+    )
     for key, value in model.state_dict().items():
         torch.testing.assert_close(tensors[key], value, rtol=0, atol=0)
     again = load_model(path)
@@ -194,8 +207,7 @@ def test_input_convention() -> None:
     rgb = torch.tensor([[[10]], [[20]], [[30]]], dtype=torch.uint8)
     x = to_model_input(rgb)
     assert x.dtype == torch.float32
-    torch.testing.assert_close(x[:, 0, 0], torch.tensor([30 - 104.008, 20 - 116.669,
-                                                         10 - 122.675]))
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([30 - 104.008, 20 - 116.669, 10 - 122.675]))
     torch.testing.assert_close(from_model_input(x), rgb.float())
     with pytest.raises(ValueError):
         to_model_input(torch.zeros(4, 5, 5))

@@ -267,7 +267,11 @@ def test_segment_keeps_the_finished_images_and_resume_skips_them(
     match = MESSAGE.search(capsys.readouterr().err)
     assert match is not None and match["path"] == str(out / "img2_overlay.jpg")
     assert sorted(p.name for p in out.iterdir()) == [
-        "img0.png", "img0_overlay.jpg", "img1.png", "img1_overlay.jpg", "img2.png"
+        "img0.png",
+        "img0_overlay.jpg",
+        "img1.png",
+        "img1_overlay.jpg",
+        "img2.png",
     ]
     assert _temporary_files(tmp_path) == []
 

@@ -59,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         src = os.fspath(fetch_with_bar(src))
         if record.sha256 is None:
             digest = Path(f"{src}.sha256").read_text().split()[0]
-            print(f"{src}: no published hash to check; its sha256 is {digest} "
-                  f"(written to {src}.sha256)")
+            print(
+                f"{src}: no published hash to check; its sha256 is {digest} "
+                f"(written to {src}.sha256)"
+            )
     model, report = convert_file(src, args.variant, args.num_classes)
     for line in report.lines(target_shapes(args.variant, args.num_classes)):
         print(line)
@@ -86,8 +88,13 @@ def fetch_with_bar(name: str) -> str:
     def progress(done: int, total: int | None) -> None:
         nonlocal bar
         if bar is None:
-            bar = progress_bar(total=total, desc=f"downloading {name}", unit="B",
-                               unit_scale=True, unit_divisor=1024)
+            bar = progress_bar(
+                total=total,
+                desc=f"downloading {name}",
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+            )
         if done < bar.n:  # the server could not resume: started again
             bar.reset(total=total)
         bar.update(done - bar.n)

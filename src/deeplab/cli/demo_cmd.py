@@ -133,12 +133,15 @@ def run(args: argparse.Namespace) -> int:
         crf=_crf(args),
         workers=args.workers,
     )
-    what = "train deeplab-largefov-tiny here, then score it" if args.train else (
-        f"score {args.weights or 'the shipped deeplab-largefov-tiny checkpoint'}"
+    what = (
+        "train deeplab-largefov-tiny here, then score it"
+        if args.train
+        else (f"score {args.weights or 'the shipped deeplab-largefov-tiny checkpoint'}")
     )
     if args.data == "camvid":
         where = (
-            f"the CamVid val photos of {args.camvid_root}" if args.camvid_root
+            f"the CamVid val photos of {args.camvid_root}"
+            if args.camvid_root
             else "CamVid street photos shipped in the package"
         )
     else:

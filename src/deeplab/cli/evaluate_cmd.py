@@ -55,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--save-logits", type=Path, help="save each image's stride-8 scores here")
     p.add_argument("--logits-dtype", choices=("float16", "float32"), default="float16")
     p.add_argument(
-        "--trimap", nargs="?", const="auto", default=None, choices=("auto", "void", "boundary"),
+        "--trimap",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=("auto", "void", "boundary"),
         help="boundary trimap curves (paper Fig. 5): void = bands around void pixels (VOC), "
         "boundary = around the label's class changes (CamVid); auto (no value): boundary for "
         "--data camvid, else void",

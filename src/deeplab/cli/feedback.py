@@ -90,6 +90,7 @@ def prepare_crf(params: Any, *, quiet: bool = False) -> None:
     image[:, 8:] = 255
     logits = np.zeros((2, 16, 16), np.float32)
     logits[0, :, :8] = 1.0
+
     def warm_up() -> None:
         try:
             dense_crf_from_logits(image, logits, params.replace(iterations=2))

@@ -85,9 +85,7 @@ def read_pair_list(path: Path) -> list[tuple[str, str]]:
         if not fields:
             continue
         if len(fields) != 2:
-            raise ValueError(
-                f"{path}, line {number}: expected 'image label', got {line.strip()!r}"
-            )
+            raise ValueError(f"{path}, line {number}: expected 'image label', got {line.strip()!r}")
         pairs.append((_relative(fields[0]), _relative(fields[1])))
     if not pairs:
         raise ValueError(f"CamVid list {path} names no images")

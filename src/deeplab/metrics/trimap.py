@@ -212,7 +212,9 @@ class TrimapEvaluator:
         if not isinstance(other, TrimapEvaluator):
             raise TypeError(f"cannot merge a TrimapEvaluator with {type(other).__name__}")
         if (other.num_classes, other.widths, other.band) != (
-            self.num_classes, self.widths, self.band
+            self.num_classes,
+            self.widths,
+            self.band,
         ):
             raise ValueError(
                 "cannot merge trimap evaluators with different classes, widths or bands"

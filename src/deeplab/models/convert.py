@@ -240,8 +240,11 @@ def map_caffe(
         want = m.shapes[f"{ours}.weight"]
         if (ours == "fc8" or ours.endswith("fc3")) and bias.numel() != want[0]:
             m.report.unexpected.append(
-                (src, tuple(weight.shape), f"classifier for {bias.numel()} classes, "
-                 f"target has {want[0]}: left fresh")
+                (
+                    src,
+                    tuple(weight.shape),
+                    f"classifier for {bias.numel()} classes, target has {want[0]}: left fresh",
+                )
             )
             continue
         try:

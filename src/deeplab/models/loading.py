@@ -93,11 +93,13 @@ def build_model(
                 0, f"variant: expected {variant.name!r}, checkpoint is {meta.variant!r}"
             )
         if meta.num_classes != num_classes:
-            problems.insert(0, f"num_classes: expected {num_classes}, checkpoint has "
-                            f"{meta.num_classes}")
+            problems.insert(
+                0, f"num_classes: expected {num_classes}, checkpoint has {meta.num_classes}"
+            )
         if meta.input_convention != INPUT_CONVENTION:
-            problems.append(f"input convention {meta.input_convention!r} is not "
-                            f"{INPUT_CONVENTION!r}")
+            problems.append(
+                f"input convention {meta.input_convention!r} is not {INPUT_CONVENTION!r}"
+            )
         if problems:
             raise ValueError(
                 f"{path}: checkpoint does not fit {variant.name!r} with {num_classes} classes:"
@@ -105,8 +107,7 @@ def build_model(
             )
         model.load_state_dict(tensors, strict=True)
         model.class_names = meta.class_names
-        log.info("loaded %s (%s, %d classes) from %s", variant.name, meta.source,
-                 num_classes, path)
+        log.info("loaded %s (%s, %d classes) from %s", variant.name, meta.source, num_classes, path)
     if variant.msc:
         model.freeze_base()
     return model
@@ -129,8 +130,11 @@ def save_model(
     """Save ``model`` as a checkpoint :func:`build_model` / :func:`load_model` can read."""
     names = tuple(class_names) if class_names is not None else tuple(model.class_names)
     meta = CheckpointMeta(
-        variant=model.variant.name, num_classes=model.num_classes, class_names=names,
-        source=source, extra=dict(extra or {}),
+        variant=model.variant.name,
+        num_classes=model.num_classes,
+        class_names=names,
+        source=source,
+        extra=dict(extra or {}),
     )
     save_checkpoint(path, model.state_dict(), meta)
 
@@ -160,7 +164,8 @@ def convert_file(
         layers = read_caffemodel(name)
         mapped, report = map_caffe(
             {k: [torch.from_numpy(b) for b in blobs] for k, blobs in layers.items()},
-            v, num_classes,
+            v,
+            num_classes,
         )
     elif name.endswith((".pth", ".pt", ".safetensors")):
         state = read_state_dict(name)
@@ -175,6 +180,11 @@ def convert_file(
         own = model.state_dict()
         for key, tensor in mapped.items():
             own[key].copy_(tensor)
-    log.info("converted %s: %d mapped, %d missing, %d unexpected", name,
-             len(report.mapped), len(report.missing), len(report.unexpected))
+    log.info(
+        "converted %s: %d mapped, %d missing, %d unexpected",
+        name,
+        len(report.mapped),
+        len(report.missing),
+        len(report.unexpected),
+    )
     return model, report

@@ -45,7 +45,9 @@ def _logging_progress(url: str) -> ProgressCallback:
 
 
 def download_weights(
-    name: str | WeightsRecord, *, progress: ProgressCallback | None = None,
+    name: str | WeightsRecord,
+    *,
+    progress: ProgressCallback | None = None,
     timeout: float = 30.0,
 ) -> Path:
     """The published file of a registered weights name, downloaded into
@@ -64,8 +66,13 @@ def download_weights(
     if not filename:
         raise ValueError(f"weights {record.name!r}: URL {record.url} names no file")
     dest = weights_dir() / "downloads" / filename
-    fetch(record.url, dest, sha256=record.sha256, timeout=timeout,
-          progress=progress or _logging_progress(record.url))
+    fetch(
+        record.url,
+        dest,
+        sha256=record.sha256,
+        timeout=timeout,
+        progress=progress or _logging_progress(record.url),
+    )
     return dest
 
 
@@ -94,8 +101,11 @@ def converted_checkpoint(
         return path
     source = download_weights(record, progress=progress)
     model, report = convert_file(source, variant, num_classes)
-    extra = {"source_format": report.source_format, "weights_name": record.name,
-             "url": record.url or ""}
+    extra = {
+        "source_format": report.source_format,
+        "weights_name": record.name,
+        "url": record.url or "",
+    }
     if record.train_split:
         extra["train_split"] = record.train_split
     save_model(model, path, source=record.name, extra=extra)

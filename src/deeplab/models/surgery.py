@@ -40,7 +40,10 @@ def decimation_taps(size: int, keep: int) -> list[int]:
 
 
 def decimate_fc(
-    weight: torch.Tensor, bias: torch.Tensor, kernel: int, out_channels: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    kernel: int,
+    out_channels: int,
     in_step: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decimate a conv-shaped fc layer (O,I,K,K) to (out_channels, I/in_step, kernel, kernel).

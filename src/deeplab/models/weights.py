@@ -294,9 +294,7 @@ def save_checkpoint(
 ) -> None:
     """Write ``state_dict`` + ``meta`` to a ``.safetensors`` file, atomically."""
     if meta.class_names and len(meta.class_names) != meta.num_classes:
-        raise ValueError(
-            f"{len(meta.class_names)} class names for {meta.num_classes} classes"
-        )
+        raise ValueError(f"{len(meta.class_names)} class names for {meta.num_classes} classes")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     atomic_write_bytes(path, safetensors_bytes(tensors, meta.to_header()))
     log.info("saved %d tensors (%s) to %s", len(tensors), meta.variant, os.fspath(path))
@@ -341,6 +339,7 @@ def check_state_dict(
 ) -> list[str]:
     """Differences between a model's state dict (or key -> shape) and loaded tensors: one
     line per mismatched shape (name, expected, got), missing and unexpected key."""
+
     def shape(v: torch.Tensor | tuple[int, ...]) -> tuple[int, ...]:
         return tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)
 

@@ -50,7 +50,8 @@ class CRFTrainingNet(nn.Module):
 
 
 def crf_layer(
-    spec: str | CRFParams, train_iterations: int, test_iterations: int | None = None) -> DenseCRF:
+    spec: str | CRFParams, train_iterations: int, test_iterations: int | None = None
+) -> DenseCRF:
     """The CRF to train: thetas and initial w1, w2 from a preset or JSON file ``spec``;
     ``train_iterations`` updates in training, the params' count (or ``test_iterations``)
     at test."""

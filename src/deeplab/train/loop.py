@@ -474,9 +474,7 @@ def _train(
                     predicted += torch.bincount(
                         out.detach().argmax(1)[known].cpu(), minlength=num_classes
                     )[:num_classes]
-                    labelled += torch.bincount(y[known].cpu(), minlength=num_classes)[
-                        :num_classes
-                    ]
+                    labelled += torch.bincount(y[known].cpu(), minlength=num_classes)[:num_classes]
             loss_sum += loss.detach().double().cpu()
         scaler.step(optimizer)
         scaler.update()

@@ -78,8 +78,8 @@ class Recipe:
     num_classes: int | None = _f(None, "classes; None: the dataset's class count")
     init: str | None = _f(None, "initial weights: a WEIGHTS name or checkpoint path; None: fresh")
     iterations: int = _f(
-        6000, "SGD iterations (paper: 6000 on train_aug; released trainval_aug: 8000, DeepLab "
-        "12000)"
+        6000,
+        "SGD iterations (paper: 6000 on train_aug; released trainval_aug: 8000, DeepLab 12000)",
     )
     batch: int = _f(
         20, "images per iteration, over all processes (paper: 20; released LargeFOV: 30)"
@@ -238,7 +238,11 @@ STAGES: tuple[str, ...] = ("train_aug", "trainval_aug")
 then ``trainval_aug`` from the ``train_aug`` model (``solver2.prototxt``)."""
 
 _SOLVER: dict[str, Any] = {
-    "lr": 1e-3, "lr_step": 2000, "lr_gamma": 0.1, "iterations": 6000, "momentum": 0.9,
+    "lr": 1e-3,
+    "lr_step": 2000,
+    "lr_gamma": 0.1,
+    "iterations": 6000,
+    "momentum": 0.9,
     "weight_decay": 5e-4,
 }
 _SOLVER2: dict[str, Any] = {**_SOLVER, "iterations": 8000}
