@@ -32,7 +32,8 @@ endif
 
 test: $(STAMP) browser
 	$(PY) -m ruff check src tests benchmarks
-	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q -m "not slow"
+	$(PY) -m ruff format --check src tests benchmarks
+	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q
 	$(MAKE) crf-only-check wheel-check
 
 # `pip install deeplab` is the CRF alone: a fresh environment with only its dependencies
