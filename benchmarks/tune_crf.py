@@ -19,8 +19,8 @@ Re-running with the same ``--out`` reuses the saved scores and resumes the searc
 
 ``--compare-engines N`` times the tuner's evaluation engine instead: the paper's coarse grid
 (w1 5:10, theta_alpha 50:10:100, theta_beta 3:1:10: 288 parameter sets) on the first N
-tuning scenes, each set scored alone as before (:func:`deeplab.tune_engine.score_each`) and
-then with the work the sets share done once (:func:`deeplab.tune_engine.score_shared`, what
+tuning scenes, each set scored alone as before (:func:`deeplab.tune.engine.score_each`) and
+then with the work the sets share done once (:func:`deeplab.tune.engine.score_shared`, what
 ``tune-crf`` runs), both on one thread in this process; it prints both times and checks
 that every confusion matrix is identical::
 
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from deeplab.cli import main as deeplab
+from deeplab.saved_scores import LOGITS_META
 
 WIDTHS = (1, 5, 10, 20, 40)
 
@@ -76,9 +77,9 @@ def compare_engines(logits: Path, args: argparse.Namespace) -> int:
     import torch
 
     from deeplab.data import SyntheticScenes
-    from deeplab.evaluate import load_saved_logits
+    from deeplab.saved_scores import load_saved_logits, saved_path
     from deeplab.tune import SearchSpace, param_key, select_images
-    from deeplab.tune_engine import group_tasks, score_each, score_shared
+    from deeplab.tune.engine import group_tasks, score_each, score_shared
 
     numba.set_num_threads(1)  # as in each tune-crf worker
     torch.set_num_threads(1)
@@ -88,7 +89,8 @@ def compare_engines(logits: Path, args: argparse.Namespace) -> int:
     data = []
     for index, name in picks:
         sample = scenes[index]
-        data.append((sample.image, sample.label, load_saved_logits(logits / f"{name}.npz").logits))
+        saved = load_saved_logits(saved_path(logits, name))
+        data.append((sample.image, sample.label, saved.logits))
     grid = SearchSpace().grid()
     todo = {param_key(p): p for p in grid}
     settings = [(key, p.to_dict()) for key, p in todo.items()]
@@ -156,7 +158,7 @@ def main() -> int:
     for name, seed in families.items():
         data = ["--data", "synthetic", "--synthetic-seed", str(seed),
                 "--synthetic-count", str(args.count), *size]  # fmt: skip
-        if not (out / f"logits_{name}" / "meta.json").is_file():
+        if not (out / f"logits_{name}" / LOGITS_META).is_file():
             _run(["evaluate", "--model", args.model, "--weights", args.weights, "--crf", "none",
                   "--save-logits", str(out / f"logits_{name}"),
                   "--out", str(out / f"network_{name}"), *data, *common],

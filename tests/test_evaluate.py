@@ -1,4 +1,4 @@
-"""Evaluation (SPEC section 5): confusion matrices with and without the CRF, saved scores,
+"""Evaluation (paper section 5): confusion matrices with and without the CRF, saved scores,
 CRF worker processes, sharding over processes, report files."""
 
 from __future__ import annotations
@@ -17,17 +17,11 @@ from torch import nn
 from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
 from deeplab.distributed import DistContext, shard
-from deeplab.evaluate import (
-    ScoreStore,
-    evaluate,
-    evaluate_saved,
-    iter_saved_logits,
-    save_logits,
-    score_image,
-)
+from deeplab.evaluate import ScoreStore, evaluate, evaluate_saved, score_image
 from deeplab.metrics import ConfusionMatrix
 from deeplab.models import build_model, save_model
 from deeplab.predict import Predictor
+from deeplab.saved_scores import iter_saved_logits, save_logits
 
 CRF = CRFParams(w1=4, theta_alpha=12, theta_beta=8, iterations=5)
 

@@ -1,4 +1,4 @@
-"""Evaluation over a split (SPEC section 5), with and without the CRF in one pass.
+"""Evaluation over a split, with and without the CRF in one pass (paper section 5).
 
 For each image the network's stride-8 scores (:class:`deeplab.predict.Predictor`) are
 upsampled x8 and cropped; the argmax scores the plain network, the dense CRF on the same
@@ -6,11 +6,11 @@ scores scores "-CRF". One confusion matrix per method is accumulated over the wh
 (label 255 ignored): mean IoU, per-class IoU as in the paper's Table 3, pixel accuracy.
 Optionally the boundary trimap of paper Fig. 5 is accumulated too.
 
-The CRF runs in worker processes (``workers``; each pins numba and torch to one thread, so
-N workers use N cores) while the main process runs the network. The stride-8 scores can be
-saved per image (``save_logits``: ``<name>.npz`` holding ``logits`` (L, h, w) float16,
-``size`` (H, W) and ``padded`` (H', W')), after which :func:`evaluate_saved` re-scores
-any CRF parameters without the network: what CRF tuning needs.
+The CRF runs in worker processes (``workers``, :class:`deeplab.workers.WorkerPool`: one
+thread each, so N workers use N cores) while the main process runs the network. The
+stride-8 scores can be saved per image (``save_logits_dir``, the folder format of
+:mod:`deeplab.saved_scores`), after which :func:`evaluate_saved` re-scores any CRF
+parameters without the network: what CRF tuning needs (paper section 4.1).
 
 Under ``torchrun`` each process scores every ``world_size``-th image and the confusion
 matrices are summed over processes (``all_reduce``); rank 0 holds the totals.
@@ -26,12 +26,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,9 @@ import torch
 from torch import nn
 
 from deeplab.crf import CRFParams
-from deeplab.data import VOC_CLASSES, VOC_SHORT_NAMES, SegmentationDataset
+from deeplab.data.classes import VOC_CLASSES, VOC_SHORT_NAMES
 from deeplab.data.image_io import write_bytes, write_text
+from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.distributed import DistContext, shard
 from deeplab.metrics import (
     BANDS,
@@ -52,16 +52,14 @@ from deeplab.metrics import (
     markdown_table,
 )
 from deeplab.predict import Predictor, crf_labels, full_resolution, padded_size
+from deeplab.saved_scores import iter_saved_logits, save_logits, saved_num_classes, write_meta
+from deeplab.workers import WorkerPool
 
 __all__ = [
     "EvalResult",
-    "SavedLogits",
     "ScoreStore",
     "evaluate",
     "evaluate_saved",
-    "iter_saved_logits",
-    "load_saved_logits",
-    "save_logits",
     "score_image",
 ]
 
@@ -69,91 +67,6 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
 """Called with the number of images finished so far (on this process)."""
-
-LOGITS_META = "meta.json"
-
-
-# --------------------------------------------------------------------------- saved scores
-
-
-@dataclass(frozen=True)
-class SavedLogits:
-    """One image's saved network output.
-
-    Attributes:
-        name: the sample's name.
-        logits: (L, h, w) float32 stride-8 scores of the padded image, or (L, H, W) scores
-            on the image's grid for networks whose released test net crops or fuses at
-            full resolution (``deeplab``, MSc; :meth:`Predictor.scores`).
-        size: (H, W) of the image; ``full_resolution(logits, size)`` gives its scores.
-        padded: (H', W') the network saw.
-    """
-
-    name: str
-    logits: np.ndarray
-    size: tuple[int, int]
-    padded: tuple[int, int]
-
-
-def save_logits(
-    folder: str | os.PathLike[str],
-    name: str,
-    logits: np.ndarray,
-    size: tuple[int, int],
-    padded: tuple[int, int],
-    dtype: str = "float16",
-) -> Path:
-    """Write ``<folder>/<name>.npz`` (compressed; atomic). float16 keeps ~3 significant
-    digits, far below what moves an argmax or the CRF in practice; pass "float32" for
-    bit-exact re-scoring."""
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"logits dtype must be float16 or float32, got {dtype!r}")
-    if "/" in name or "\\" in name or name in ("", ".", ".."):
-        raise ValueError(f"sample name {name!r} cannot be a file name")
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        logits=np.asarray(logits).astype(dtype),
-        size=np.asarray(size, dtype=np.int64),
-        padded=np.asarray(padded, dtype=np.int64),
-    )
-    path = Path(folder) / f"{name}.npz"
-    write_bytes(path, buffer.getvalue())
-    return path
-
-
-def load_saved_logits(path: str | os.PathLike[str]) -> SavedLogits:
-    """Read one file written by :func:`save_logits` (no pickle)."""
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            logits = np.asarray(data["logits"], dtype=np.float32)
-            size = tuple(int(v) for v in data["size"])
-            padded = tuple(int(v) for v in data["padded"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{p}: not a saved-logits file ({exc})") from None
-    if logits.ndim != 3 or len(size) != 2 or len(padded) != 2:
-        raise ValueError(f"{p}: logits {logits.shape}, size {size}: expected (L, h, w), (H, W)")
-    return SavedLogits(p.stem, logits, (size[0], size[1]), (padded[0], padded[1]))
-
-
-def iter_saved_logits(
-    folder: str | os.PathLike[str], names: Iterable[str] | None = None
-) -> Iterator[SavedLogits]:
-    """The saved scores in ``folder``: those of ``names`` in that order (a missing one is
-    FileNotFoundError), or all ``*.npz`` sorted by name."""
-    base = Path(folder)
-    if not base.is_dir():
-        raise FileNotFoundError(f"saved-logits folder not found: {base}")
-    if names is None:
-        paths: Iterable[Path] = sorted(base.glob("*.npz"))
-    else:
-        paths = (base / f"{n}.npz" for n in names)
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved logits for {path.stem!r}: {path} is missing")
-        yield load_saved_logits(path)
-
 
 # --------------------------------------------------------------------------- scoring
 
@@ -188,54 +101,11 @@ def score_image(
     return out
 
 
-def _init_worker() -> None:
-    # One thread each: N workers then use N cores without oversubscribing them.
-    import numba
-
-    numba.set_num_threads(1)
-    torch.set_num_threads(1)
-
-
-def _score_task(task: tuple[Any, ...]) -> dict[str, np.ndarray]:
+def _score_task(state: None, task: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    """One image's counts (:func:`score_image`), in a worker of :class:`WorkerPool`."""
     image, label, logits, num_classes, crf_dict, widths, band = task
     crf = CRFParams.from_dict(crf_dict) if crf_dict is not None else None
     return score_image(image, label, logits, num_classes, crf, widths, band)
-
-
-class _Scorer:
-    """Scores images in this process (``workers=0``) or a spawn pool, keeping at most
-    ``2 * workers`` images in flight so memory stays bounded."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.pool = None
-        if workers > 0:
-            # spawn, not fork: the parent's torch/numba thread pools do not survive a fork.
-            self.pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker)
-        self.pending: deque[Any] = deque()
-
-    def submit(self, task: tuple[Any, ...]) -> Iterator[dict[str, np.ndarray]]:
-        """Queue one image; yields the results that are ready (in submission order)."""
-        if self.pool is None:
-            yield _score_task(task)
-            return
-        self.pending.append(self.pool.apply_async(_score_task, (task,)))
-        while len(self.pending) >= 2 * self.workers or (self.pending and self.pending[0].ready()):
-            yield self.pending.popleft().get()
-
-    def drain(self) -> Iterator[dict[str, np.ndarray]]:
-        while self.pending:
-            yield self.pending.popleft().get()
-
-    def close(self, failed: bool = False) -> None:
-        """Wait for the workers to exit; ``failed``: stop them without finishing the queue."""
-        if self.pool is not None:
-            if failed:
-                self.pool.terminate()
-            else:
-                self.pool.close()
-            self.pool.join()
-            self.pool = None
 
 
 # --------------------------------------------------------------------------- resuming
@@ -291,7 +161,8 @@ class ScoreStore:
 
     def save(self, name: str, scores: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **scores)
+        arrays: dict[str, Any] = dict(scores)  # keyword arrays, not savez's own options
+        np.savez_compressed(buffer, **arrays)
         write_bytes(self._path(name), buffer.getvalue())
 
     def remove(self) -> None:
@@ -441,7 +312,7 @@ def trimap_band(trimap: bool | str | None) -> str | None:
 
 def _run(
     dataset: SegmentationDataset,
-    logits_of: Callable[[int, Any], np.ndarray],
+    logits_of: Callable[[int, Sample], np.ndarray],
     num_classes: int,
     crf: CRFParams | None,
     workers: int,
@@ -462,7 +333,7 @@ def _run(
     acc = _Accumulator(dataset.class_names, crf is not None, band)
     widths = DEFAULT_WIDTHS if band else None
     crf_dict = None if crf is None else crf.to_dict()
-    scorer = _Scorer(workers)
+    scorer: WorkerPool[tuple[Any, ...], dict[str, np.ndarray]] = WorkerPool(workers, _score_task)
     in_flight: deque[str] = deque()  # names of the submitted images, in submission order
 
     def take(scores: dict[str, np.ndarray], name: str | None) -> None:
@@ -491,7 +362,7 @@ def _run(
             take(scores, in_flight.popleft())
         failed = False
     finally:
-        scorer.close(failed)
+        scorer.close(terminate=failed)
     acc.reduce(ctx)
     return acc.result(crf, time.perf_counter() - start)
 
@@ -536,12 +407,12 @@ def evaluate(
             meta = {"class_names": list(dataset.class_names), "num_classes": num_classes,
                     "pad_to": pad_to, "dtype": logits_dtype,
                     "model": getattr(getattr(model, "variant", None), "name", None)}  # fmt: skip
-            write_text(folder / LOGITS_META, json.dumps(meta, indent=2) + "\n")
+            write_meta(folder, meta)
 
-    def logits_of(i: int, sample: Any) -> np.ndarray:
+    def logits_of(i: int, sample: Sample) -> np.ndarray:
         scores = predictor.scores(sample.image)
         if save_logits_dir is not None:
-            padded = padded_size(*sample.size, pad_to)
+            padded = padded_size(sample.size[0], sample.size[1], pad_to)
             save_logits(save_logits_dir, sample.name, scores, sample.size, padded, logits_dtype)
         return scores
 
@@ -568,12 +439,9 @@ def evaluate_saved(
     base = Path(folder)
     if not base.is_dir():
         raise FileNotFoundError(f"saved-logits folder not found: {base}")
-    num_classes = None
-    meta_path = base / LOGITS_META
-    if meta_path.is_file():
-        num_classes = int(json.loads(meta_path.read_text(encoding="utf-8"))["num_classes"])
+    num_classes = saved_num_classes(base)
 
-    def logits_of(i: int, sample: Any) -> np.ndarray:
+    def logits_of(i: int, sample: Sample) -> np.ndarray:
         saved = next(iter_saved_logits(base, [sample.name]))
         if saved.size != sample.size:
             raise ValueError(

@@ -31,7 +31,9 @@ PARAM_OPTIONS = {
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def add_param_options(parser: argparse.ArgumentParser, default: str = "deeplab-largefov") -> None:
+def add_param_options(
+    parser: argparse.ArgumentParser, default: str | None = "deeplab-largefov"
+) -> None:
     """--crf PRESET|FILE plus one option per CRFParams field."""
     group = parser.add_argument_group("CRF parameters")
     group.add_argument(

@@ -8,7 +8,6 @@ of ``base`` (a run's recorded data source on ``--resume``) or the command's defa
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -106,29 +105,19 @@ def apply_threads(args: argparse.Namespace) -> None:
 def record_saved_data(folder: Path, data: DataSpec) -> None:
     """Add the data source to a --save-logits folder's meta.json, so that re-scoring the
     saved scores (`evaluate --from-logits`, `tune-crf`) needs no data option repeated."""
-    from deeplab.evaluate import LOGITS_META
-    from deeplab.io_utils import atomic_write_text
+    from deeplab.saved_scores import update_meta
 
-    path = Path(folder) / LOGITS_META
-    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    meta["data"] = data.to_dict()
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    update_meta(folder, data=data.to_dict())
 
 
 def saved_data(folder: Path) -> DataSpec | None:
     """The data source a --save-logits folder records (None: an older folder without it)."""
-    from deeplab.evaluate import LOGITS_META
+    from deeplab.saved_scores import LOGITS_META, read_meta
 
-    path = Path(folder) / LOGITS_META
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8")).get("data")
-    except (ValueError, AttributeError):
-        raise ValueError(f"{path}: not a JSON object") from None
+    record = read_meta(folder).get("data")
     if not isinstance(record, dict):
         return None
     try:
         return DataSpec.from_dict(record)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: bad 'data' record: {exc}") from None
+        raise ValueError(f"{Path(folder) / LOGITS_META}: bad 'data' record: {exc}") from None

@@ -16,11 +16,10 @@ Each image's counts go to ``--out/partial/`` as they are made, so an interrupted
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeplab.cli.crf_cmd import add_param_options, params_from_args
 from deeplab.cli.data_args import (
@@ -32,6 +31,9 @@ from deeplab.cli.data_args import (
     saved_data,
 )
 from deeplab.crf import CRFParams
+
+if TYPE_CHECKING:
+    from deeplab.data.sample import SegmentationDataset
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab.distributed import setup
     from deeplab.evaluate import ScoreStore, evaluate, evaluate_saved
     from deeplab.models import build_model, get_variant, load_model
+    from deeplab.saved_scores import read_meta
     from deeplab.train.data import build_dataset
 
     apply_threads(args)
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trimap == "auto":
         # CamVid's void is not a thin band along the outlines: measure from the class changes.
         args.trimap = "boundary" if data.kind == "camvid" else "void"
-    dataset = build_dataset(data)
+    dataset: SegmentationDataset = build_dataset(data)
     ctx = setup(args.device if args.weights is not None else "cpu")
     bar = None
     ok = False
@@ -174,9 +177,7 @@ def run(args: argparse.Namespace) -> int:
             if args.save_logits is not None and ctx.is_main:
                 record_saved_data(args.save_logits, data)
         else:
-            meta_path = args.from_logits / "meta.json"
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-            name = args.model or meta.get("model")
+            name = args.model or read_meta(args.from_logits).get("model")
             preset = get_variant(name).crf_preset if name else None
             crf = _crf_params(args, preset)
             prepare_crf(crf, quiet=not ctx.is_main)

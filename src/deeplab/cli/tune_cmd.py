@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -113,10 +112,9 @@ def _reference(args: argparse.Namespace) -> tuple[CRFParams | None, str | None]:
     spec = args.reference
     if spec is None:
         from deeplab.models import get_variant
+        from deeplab.saved_scores import read_meta
 
-        meta_path = args.logits / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        name = meta.get("model")
+        name = read_meta(args.logits).get("model")
         preset = get_variant(name).crf_preset if name else None
         spec = preset or "deeplab-largefov"
     if str(spec).lower() == "none":

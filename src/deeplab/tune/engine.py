@@ -1,21 +1,26 @@
-"""The evaluation engine of ``deeplab tune-crf``: many CRF parameter sets on one image,
-sharing the work they have in common (paper section 4.3; SPEC section 4).
+"""The scoring engine of ``deeplab tune-crf``: many CRF parameter sets on one image,
+sharing the work they have in common (the search of paper section 4.1).
 
-Scoring one parameter set on one image (:func:`deeplab.evaluate.score_image`) upsamples the
-stride-8 scores, builds the unary, the spatial lattice (N points, d = 2) and the bilateral
-lattice (d = 5) with their normalisations, then runs mean field. Only the last step depends
-on the weights w1, w2 and the iteration count, so here one task is one image and a group
-of parameter sets that share a bilateral lattice (the same theta_alpha, theta_beta and
-normalisation): the scores and unary are prepared once per task, each lattice is built once
-and every set of the group reuses it (:meth:`deeplab.crf.DenseCRF.add_term`). Each set's
-mean-field inference is the very computation ``dense_crf`` runs, so its confusion matrix is
-the one :func:`~deeplab.evaluate.score_image` gives (``tests/test_tune_engine.py``).
+Scoring one parameter set on one image upsamples the stride-8 scores, builds the unary,
+the spatial lattice (N points, d = 2) and the bilateral lattice (d = 5) with their
+normalisations, then runs mean field. Only the last step depends on the weights w1, w2 and
+the iteration count, so here one task is one image and a group of parameter sets that share
+a bilateral lattice (the same theta_alpha, theta_beta and normalisation): the scores and
+unary are prepared once per task, each lattice is built once and every set of the group
+reuses it (:meth:`deeplab.crf.DenseCRF.add_term`). Each set's mean-field inference is the
+very computation ``dense_crf`` runs, so its confusion matrix is the one
+:func:`~deeplab.evaluate.score_image` gives (``tests/tune/test_engine.py``).
+
+A worker of the search (:class:`deeplab.workers.WorkerPool`) holds every search image,
+its label and its saved scores (:class:`SearchImages`), loaded once when it starts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,11 +30,22 @@ from deeplab.crf.dense import bilateral_features, check_memory, spatial_features
 from deeplab.crf.meanfield import PairwiseTerm
 from deeplab.crf.unary import unary_from_logits
 from deeplab.crf.validation import check_image, check_label_maps
-from deeplab.evaluate import score_image
+from deeplab.data.sample import SegmentationDataset
 from deeplab.metrics import ConfusionMatrix
 from deeplab.predict import crf_labels, full_resolution
+from deeplab.saved_scores import load_saved_logits, saved_path
 
-__all__ = ["Setting", "Task", "group_tasks", "score_each", "score_shared"]
+__all__ = [
+    "SearchImages",
+    "Setting",
+    "Task",
+    "TaskResult",
+    "group_tasks",
+    "load_search_images",
+    "score_each",
+    "score_shared",
+    "score_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +54,9 @@ Setting = tuple[str, dict[str, Any] | None]
 
 Task = tuple[int, tuple[Setting, ...]]
 """(image index, the parameter sets to score on it)."""
+
+TaskResult = list[tuple[str, int, np.ndarray]]
+"""(key, image index, (K, K) confusion counts) of every setting of a task."""
 
 
 def _share_key(params: CRFParams | None) -> tuple[Any, ...]:
@@ -69,14 +88,16 @@ def score_each(
     num_classes: int,
     settings: Sequence[Setting],
 ) -> list[tuple[str, np.ndarray]]:
-    """(key, (K, K) confusion counts) per setting, each scored on its own by
-    :func:`~deeplab.evaluate.score_image`: the reference that :func:`score_shared` matches
-    (and the engine before it; ``benchmarks/tune_crf.py --compare-engines`` times both)."""
+    """(key, (K, K) confusion counts) per setting, each scored on its own as
+    :func:`~deeplab.evaluate.score_image` scores it: the reference that :func:`score_shared`
+    matches (and the engine before it; ``benchmarks/tune_crf.py --compare-engines`` times
+    both)."""
+    h, w = label.shape
+    full = full_resolution(np.asarray(logits, dtype=np.float32), (h, w)).numpy()
     out = []
     for key, params in settings:
         crf = None if params is None else CRFParams.from_dict(params)
-        scores = score_image(image, label, logits, num_classes, crf)
-        out.append((key, scores["plain" if crf is None else "crf"]))
+        out.append((key, _confusion(crf_labels(image, full, crf), label, num_classes)))
     return out
 
 
@@ -163,3 +184,47 @@ def score_shared(
             pred = np.asarray(q.argmax(0), dtype=np.uint8).reshape(h, w)
         out.append((key, _confusion(pred, label, num_classes)))
     return out
+
+
+@dataclass
+class SearchImages:
+    """Every search image with its label and saved scores: what one worker holds."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    logits: list[np.ndarray] = field(default_factory=list)
+    num_classes: int = 0
+
+
+def load_search_images(
+    dataset: SegmentationDataset,
+    folder: str | os.PathLike[str],
+    picks: Sequence[tuple[int, str]],
+    num_classes: int,
+) -> SearchImages:
+    """The samples ``picks`` ((index, name) pairs) of ``dataset`` with their scores saved in
+    ``folder`` (:mod:`deeplab.saved_scores`); a size or class count that does not match is
+    a ValueError."""
+    out = SearchImages(num_classes=num_classes)
+    for index, name in picks:
+        sample = dataset[index]
+        saved = load_saved_logits(saved_path(folder, name))
+        if saved.size != sample.size:
+            raise ValueError(
+                f"{name}: saved scores are for a {saved.size} image, the dataset's is {sample.size}"
+            )
+        if saved.logits.shape[0] != num_classes:
+            raise ValueError(f"{name}: {saved.logits.shape[0]} score maps, expected {num_classes}")
+        out.images.append(sample.image)
+        out.labels.append(sample.label)
+        out.logits.append(saved.logits)
+    return out
+
+
+def score_task(held: SearchImages, task: Task) -> TaskResult:
+    """Score one task on the images a worker holds (:func:`score_shared`)."""
+    i, settings = task
+    scores = score_shared(
+        held.images[i], held.labels[i], held.logits[i], held.num_classes, settings
+    )
+    return [(key, i, matrix) for key, matrix in scores]

@@ -11,7 +11,7 @@ from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.data import SyntheticScenes
 from deeplab.predict import padded_size, upsample_logits
 from deeplab.tune import Range, SearchSpace, param_key
-from deeplab.tune_engine import _SharedKernels, group_tasks, score_each, score_shared
+from deeplab.tune.engine import _SharedKernels, group_tasks, score_each, score_shared
 
 NUM_CLASSES = 6
 
