@@ -22,6 +22,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+# The command needs the networks extra: importing PyTorch here makes a CRF-only install list
+# it as "not installed" and answer any use in one line naming the extra (deeplab.cli).
+import torch  # noqa: F401
+
 from deeplab.cli.crf_cmd import add_param_options, params_from_args
 from deeplab.cli.data_args import (
     add_data_options,

@@ -17,6 +17,10 @@ import logging
 import os
 from pathlib import Path
 
+# The command needs the networks extra: importing PyTorch here makes a CRF-only install list
+# it as "not installed" and answer any use in one line naming the extra (deeplab.cli).
+import torch  # noqa: F401
+
 from deeplab.cli.data_args import add_data_options, data_spec_from_args, saved_data
 from deeplab.crf import CRFParams
 
