@@ -28,6 +28,7 @@ from deeplab.data.voc import (
     AUG_LABEL_DIR,
     AUG_LIST_DIR,
     LABEL_DIR,
+    LIST_DIRS,
     VOCSegmentation,
     find_voc_root,
 )
@@ -131,7 +132,11 @@ def _voc(spec: DataSpec) -> SegmentationDataset:
     if not spec.split.endswith("_aug"):
         return VOCSegmentation(root, spec.split, label_dir=LABEL_DIR)
     aug = Path(spec.aug_root) if spec.aug_root else root
-    labels, list_file = aug / AUG_LABEL_DIR, aug / AUG_LIST_DIR / f"{spec.split}.txt"
+    labels = aug / AUG_LABEL_DIR
+    # Some copies keep train_aug.txt beside VOC's own lists: look where VOCSegmentation does,
+    # and name prepare-voc's place (ImageSets/SegmentationAug) when neither holds it.
+    lists = [aug / d / f"{spec.split}.txt" for d in LIST_DIRS]
+    list_file = next((p for p in lists if p.is_file()), aug / AUG_LIST_DIR / f"{spec.split}.txt")
     missing = [str(p) for p in (labels, list_file) if not p.exists()]
     if missing:
         command = prepare_voc_command(spec.voc_root or root, spec.sbd_root, spec.aug_root)

@@ -151,7 +151,8 @@ class VOCSegmentation(SegmentationDataset):
         self.image_dir = self.root / IMAGE_DIR
         self.label_dir = self.root / label_dir
         if not self.label_dir.is_dir():
-            raise FileNotFoundError(f"label folder not found: {self.label_dir}")
+            hint = " (write it with `deeplab prepare-voc`)" if label_dir == AUG_LABEL_DIR else ""
+            raise FileNotFoundError(f"label folder not found: {self.label_dir}{hint}")
         self.list_file = Path(list_file) if list_file is not None else self._find_list(split)
         self.names = read_name_list(self.list_file)
         self.class_names = tuple(class_names)
