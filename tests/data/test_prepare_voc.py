@@ -12,7 +12,7 @@ from sbd_files import make_sbd
 from deeplab.cli import main
 from deeplab.data import DataSpec, build_dataset
 from deeplab.data.image_io import load_label
-from deeplab.data.voc import read_name_list
+from deeplab.data.voc import VOCSegmentation, read_name_list
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -106,3 +106,13 @@ def test_prepare_voc_errors_are_one_line(
     assert main(["prepare-voc", "--voc", str(voc_copy), "--sbd", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deeplab prepare-voc: error: SBD root not found")
+
+
+def test_train_aug_list_beside_vocs_own_lists_is_found(voc_copy: Path, sbd_for: Path) -> None:
+    # Some copies of the data keep train_aug.txt in ImageSets/Segmentation.
+    assert main(["prepare-voc", "--voc", str(voc_copy), "--sbd", str(sbd_for)]) == 0
+    lists = voc_copy / "ImageSets"
+    (lists / "SegmentationAug" / "train_aug.txt").rename(lists / "Segmentation" / "train_aug.txt")
+    ds = build_dataset(DataSpec(kind="voc", voc_root=str(voc_copy)))
+    assert ds.names == ["2007_000032", "2008_000001", "2008_000002"]
+    assert isinstance(ds, VOCSegmentation) and ds.label_dir == voc_copy / "SegmentationClassAug"
