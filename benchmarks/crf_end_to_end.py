@@ -34,7 +34,8 @@ import torch
 
 from deeplab.cli import main as deeplab
 from deeplab.crf import CRFParams
-from deeplab.train import DataSpec, read_log, resolve_recipe, train
+from deeplab.data import DataSpec
+from deeplab.train import read_log, resolve_recipe, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "src" / "deeplab" / "assets"

@@ -189,7 +189,8 @@ def train_demo_model(
 ) -> tuple[DeepLab, Path]:
     """Train ``deeplab-largefov-tiny`` on synthetic scenes (seed 0) of ``size`` into
     ``run_dir`` with :func:`demo_recipe`."""
-    from deeplab.train import DataSpec, train
+    from deeplab.data import DataSpec
+    from deeplab.train import train
 
     recipe = demo_recipe(iterations)
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab.data import CAMVID_CLASSES, IGNORE_INDEX, CamVid, camvid_palette
-from deeplab.train.data import DataSpec, build_dataset
+from deeplab.data import (
+    CAMVID_CLASSES,
+    IGNORE_INDEX,
+    CamVid,
+    DataSpec,
+    build_dataset,
+    camvid_palette,
+)
 
 
 def test_the_real_splits(camvid_root: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-import scipy.sparse
+from sbd_files import make_sbd, write_gtcls
 
-from deeplab.data.image_io import load_label, save_image
+from deeplab.data.image_io import load_label
 from deeplab.data.sbd import (
     SBDSegmentation,
     build_segmentation_class_aug,
@@ -19,41 +19,7 @@ from deeplab.data.sbd import (
     trainval_aug_names,
     write_aug_lists,
 )
-from deeplab.data.voc import AUG_LABEL_DIR, VOCSegmentation, read_name_list, write_name_list
-
-
-def write_gtcls(path: Path, segmentation: np.ndarray) -> None:
-    """An SBD-style cls .mat: struct GTcls with Segmentation, Boundaries, CategoriesPresent."""
-    present = np.unique(segmentation)
-    present = present[present > 0].astype(np.uint8)
-    boundaries = np.empty((20, 1), dtype=object)
-    for k in range(20):
-        edge = np.zeros(segmentation.shape, dtype=bool)
-        if k + 1 in present:
-            region = segmentation == k + 1
-            edge[:, 1:] |= region[:, 1:] != region[:, :-1]
-        boundaries[k, 0] = scipy.sparse.csc_matrix(edge)
-    gtcls = {
-        "Segmentation": segmentation,
-        "Boundaries": boundaries,
-        "CategoriesPresent": present,
-    }
-    scipy.io.savemat(path, {"GTcls": gtcls})
-
-
-def make_sbd(root: Path, train: dict[str, np.ndarray], val: dict[str, np.ndarray]) -> Path:
-    """Fake ``benchmark_RELEASE/dataset`` with images and cls .mat files; returns the top."""
-    dataset = root / "benchmark_RELEASE" / "dataset"
-    (dataset / "img").mkdir(parents=True)
-    (dataset / "cls").mkdir()
-    for split, items in (("train", train), ("val", val)):
-        write_name_list(dataset / f"{split}.txt", list(items))
-        for name, seg in items.items():
-            write_gtcls(dataset / "cls" / f"{name}.mat", seg)
-            image = np.zeros((*seg.shape, 3), dtype=np.uint8)
-            image[..., 1] = seg * 10
-            save_image(dataset / "img" / f"{name}.jpg", image)
-    return root
+from deeplab.data.voc import AUG_LABEL_DIR, VOCSegmentation, read_name_list
 
 
 def test_mat_written_by_savemat_loads(tmp_path: Path) -> None:

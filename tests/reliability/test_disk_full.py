@@ -21,12 +21,11 @@ import torch
 
 from deeplab.cli import main
 from deeplab.crf import CRFParams
-from deeplab.data import SyntheticScenes
+from deeplab.data import DataSpec, SyntheticScenes
 from deeplab.data.image_io import save_png
 from deeplab.io_utils import DiskFullError, append_synced, atomic_write_bytes, atomic_write_text
 from deeplab.models import load_model
 from deeplab.train import read_log, resolve_recipe, train
-from deeplab.train.data import DataSpec
 
 TINY = dict(model="deeplab-largefov-tiny", batch=2, crop=41, lr=0.01, log_every=1, workers=0,
             checkpoint_every=2, keep_checkpoints=2, iterations=6)  # fmt: skip

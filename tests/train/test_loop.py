@@ -145,8 +145,8 @@ def test_class_balance_weights_are_counted_and_recorded(
 
     import numpy as np
 
+    from deeplab.data import build_dataset
     from deeplab.data.balance import class_counts, class_weights
-    from deeplab.train import build_dataset
 
     plain = train(tiny_recipe(iterations=1), tiny_data, tmp_path / "plain")
     run = train(tiny_recipe(iterations=1, class_balance="median_frequency"), tiny_data,

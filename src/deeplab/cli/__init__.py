@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 import threading
@@ -29,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deeplab.cli.crf_cmd",
     "deeplab.cli.crf3d_cmd",
     "deeplab.cli.convert_cmd",
+    "deeplab.cli.prepare_cmd",
     "deeplab.cli.train_cmd",
     "deeplab.cli.evaluate_cmd",
     "deeplab.cli.tune_cmd",
@@ -44,12 +46,28 @@ COMMAND_NAMES: dict[str, str] = {
     "deeplab.cli.crf_cmd": "crf",
     "deeplab.cli.crf3d_cmd": "crf3d",
     "deeplab.cli.convert_cmd": "convert",
+    "deeplab.cli.prepare_cmd": "prepare-voc",
     "deeplab.cli.train_cmd": "train",
     "deeplab.cli.evaluate_cmd": "evaluate",
     "deeplab.cli.tune_cmd": "tune-crf",
     "deeplab.cli.segment_cmd": "segment",
     "deeplab.cli.serve_cmd": "serve",
     "deeplab.cli.export_cmd": "export-onnx",
+}
+
+# The package each command cannot start without, where its module would import without it
+# (a command whose module imports its library at first use): on an install without that
+# package the command is the one-line stand-in, not a parser that fails later.
+COMMAND_NEEDS: dict[str, str] = {
+    "deeplab.cli.demo_cmd": "torch",
+    "deeplab.cli.convert_cmd": "torch",
+    "deeplab.cli.prepare_cmd": "scipy",
+    "deeplab.cli.train_cmd": "torch",
+    "deeplab.cli.evaluate_cmd": "torch",
+    "deeplab.cli.tune_cmd": "torch",
+    "deeplab.cli.segment_cmd": "torch",
+    "deeplab.cli.serve_cmd": "torch",
+    "deeplab.cli.export_cmd": "torch",
 }
 
 STARTUP_NOTICE_S = 1.5
@@ -72,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
+            needed = COMMAND_NEEDS.get(name)
+            if needed is not None and importlib.util.find_spec(needed) is None:
+                raise ModuleNotFoundError(f"No module named {needed!r}", name=needed)
             module = importlib.import_module(name)
         except ImportError as exc:
             reason = missing_extra_message(exc)

@@ -1,7 +1,7 @@
 """Command-line options naming a data source, shared by ``deeplab train`` and ``evaluate``.
 
 Not a subcommand: :func:`add_data_options` adds the options, :func:`data_spec_from_args`
-turns them into a :class:`deeplab.train.data.DataSpec`. Options left unset keep the values
+turns them into a :class:`deeplab.data.DataSpec`. Options left unset keep the values
 of ``base`` (a run's recorded data source on ``--resume``) or the command's defaults.
 """
 
@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from deeplab.train.data import DATA_KINDS, DataSpec
+from deeplab.data import DATA_KINDS, DataSpec
 
 __all__ = [
     "add_data_options",
@@ -27,6 +27,7 @@ _FIELDS = {
     "data": "kind",
     "voc_root": "voc_root",
     "sbd_root": "sbd_root",
+    "aug_root": "aug_root",
     "split": "split",
     "images": "images",
     "masks": "masks",
@@ -43,7 +44,16 @@ def add_data_options(parser: argparse.ArgumentParser, split_help: str, seed_help
     g = parser.add_argument_group("data (default: synthetic scenes)")
     g.add_argument("--data", choices=DATA_KINDS, default=None, help="data source")
     g.add_argument("--voc-root", help="VOC2012 folder (or VOCdevkit / the folder above)")
-    g.add_argument("--sbd-root", help="SBD benchmark_RELEASE (builds train_aug if missing)")
+    g.add_argument(
+        "--sbd-root",
+        help="SBD benchmark_RELEASE (named in the hint when train_aug is not prepared; see "
+        "deeplab prepare-voc)",
+    )
+    g.add_argument(
+        "--aug-root",
+        help="where deeplab prepare-voc --out wrote SegmentationClassAug and the train_aug "
+        "lists (default: the VOC folder)",
+    )
     g.add_argument("--split", default=None, help=split_help)
     g.add_argument("--images", help="folder data: images folder")
     g.add_argument("--masks", help="folder data: label PNG folder")
@@ -97,7 +107,10 @@ def apply_threads(args: argparse.Namespace) -> None:
 
     # Worker processes (evaluate --workers, tune-crf) inherit the setting.
     os.environ["DEEPLAB_ADAPTIVE_THREADS"] = "0"
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    # numba.config sets its NUMBA_* names from the environment at import time, so a type
+    # checker cannot see them as attributes: read the module's namespace.
+    pool = int(vars(numba.config)["NUMBA_NUM_THREADS"])
+    numba.set_num_threads(max(1, min(int(threads), pool)))
     # After numba: launching its OpenMP pool resets torch's thread count to all cores.
     set_torch_thread_cap(int(threads))
 

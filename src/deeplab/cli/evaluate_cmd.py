@@ -111,11 +111,11 @@ def _store_key(args: argparse.Namespace, crf: CRFParams | None, info: dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
+    from deeplab.data import build_dataset
     from deeplab.distributed import setup
     from deeplab.evaluate import ScoreStore, evaluate, evaluate_saved
     from deeplab.models import build_model, get_variant, load_model
     from deeplab.saved_scores import read_meta
-    from deeplab.train.data import build_dataset
 
     apply_threads(args)
     if (args.weights is None) == (args.from_logits is None):

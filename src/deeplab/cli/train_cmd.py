@@ -34,7 +34,7 @@ from deeplab.cli.data_args import (
     data_spec_from_args,
 )
 from deeplab.cli.feedback import close_bar
-from deeplab.train.data import DataSpec
+from deeplab.data import DataSpec
 from deeplab.train.preemption import PREEMPTED_EXIT_STATUS
 from deeplab.train.recipe import AMP_MODES, Recipe, load_config_file, resolve_recipe
 

@@ -124,7 +124,7 @@ def _reference(args: argparse.Namespace) -> tuple[CRFParams | None, str | None]:
 
 def run(args: argparse.Namespace) -> int:
     from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
-    from deeplab.train.data import build_dataset
+    from deeplab.data import build_dataset
     from deeplab.tune import Range, SearchSpace, tune_crf
 
     space = SearchSpace(

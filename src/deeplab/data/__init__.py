@@ -1,4 +1,4 @@
-"""Datasets, image/label I/O and input transforms (SPEC sections 2 and 5).
+"""Datasets, image/label I/O and input transforms (paper section 5).
 
 Every dataset is a sequence of :class:`Sample` (``name``, ``image`` (H, W, 3) uint8 RGB,
 ``label`` (H, W) uint8 with 255 = void) with ``names`` and ``class_names``::
@@ -8,14 +8,20 @@ Every dataset is a sequence of :class:`Sample` (``name``, ``image`` (H, W, 3) ui
     train = TorchSegmentation(ds, TrainTransform(crop_size=161))
     image, label = train[0]          # (3, 161, 161) float32, (21, 21) int64
 
-Names are loaded from their submodule on first use: ``deeplab.data.classes`` and
-``deeplab.data.image_io`` (which the CRF's command line uses) need numpy and Pillow only,
-while the datasets for training need PyTorch and SciPy (the ``networks`` extra).
+:class:`DataSpec` names a source in JSON-able fields and :func:`build_dataset` opens it
+(reading only: ``deeplab prepare-voc`` / :func:`prepare_train_aug` writes the ``train_aug``
+labels once, explicitly).
+
+Names are loaded from their submodule on first use. This package imports
+:mod:`deeplab.conventions` and its own submodules, never :mod:`deeplab.models`: everything
+but :class:`TorchSegmentation` (PyTorch) needs numpy and Pillow, and SBD's ``.mat`` labels
+SciPy (the ``networks`` extra), so the CRF's command line can use the image and label I/O.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 # Public name -> the submodule of deeplab.data that defines it.
 _SUBMODULE: dict[str, str] = {
@@ -50,12 +56,18 @@ _SUBMODULE: dict[str, str] = {
     "SegmentationDataset": "sample",
     # deeplab.data.sbd
     "SBDSegmentation": "sbd",
+    "TrainAugFiles": "sbd",
     "build_segmentation_class_aug": "sbd",
     "convert_sbd_labels": "sbd",
     "load_sbd_label": "sbd",
+    "prepare_train_aug": "sbd",
     "train_aug_names": "sbd",
     "trainval_aug_names": "sbd",
     "write_aug_lists": "sbd",
+    # deeplab.data.spec
+    "DATA_KINDS": "spec",
+    "DataSpec": "spec",
+    "build_dataset": "spec",
     # deeplab.data.synthetic
     "SYNTHETIC_CLASSES": "synthetic",
     "SyntheticScenes": "synthetic",
@@ -78,6 +90,60 @@ _SUBMODULE: dict[str, str] = {
 }
 
 __all__ = sorted(_SUBMODULE)
+
+if TYPE_CHECKING:
+    # What a type checker sees instead of __getattr__'s objects (tests/data/test_imports.py
+    # checks that these imports and _SUBMODULE agree).
+    from deeplab.data.camvid import CAMVID_CLASSES as CAMVID_CLASSES
+    from deeplab.data.camvid import CAMVID_PALETTE as CAMVID_PALETTE
+    from deeplab.data.camvid import CamVid as CamVid
+    from deeplab.data.camvid import camvid_palette as camvid_palette
+    from deeplab.data.classes import IGNORE_INDEX as IGNORE_INDEX
+    from deeplab.data.classes import VOC_CLASSES as VOC_CLASSES
+    from deeplab.data.classes import VOC_PALETTE as VOC_PALETTE
+    from deeplab.data.classes import VOC_SHORT_NAMES as VOC_SHORT_NAMES
+    from deeplab.data.classes import colorize as colorize
+    from deeplab.data.classes import read_label_png as read_label_png
+    from deeplab.data.classes import rgb_to_label as rgb_to_label
+    from deeplab.data.classes import voc_palette as voc_palette
+    from deeplab.data.classes import write_label_png as write_label_png
+    from deeplab.data.folder import FolderDataset as FolderDataset
+    from deeplab.data.folder import read_class_names as read_class_names
+    from deeplab.data.folder import write_folder_dataset as write_folder_dataset
+    from deeplab.data.image_io import load_image as load_image
+    from deeplab.data.image_io import load_label as load_label
+    from deeplab.data.image_io import save_image as save_image
+    from deeplab.data.palettes import background_label as background_label
+    from deeplab.data.palettes import palette_for as palette_for
+    from deeplab.data.sample import Sample as Sample
+    from deeplab.data.sample import SegmentationDataset as SegmentationDataset
+    from deeplab.data.sbd import SBDSegmentation as SBDSegmentation
+    from deeplab.data.sbd import TrainAugFiles as TrainAugFiles
+    from deeplab.data.sbd import build_segmentation_class_aug as build_segmentation_class_aug
+    from deeplab.data.sbd import convert_sbd_labels as convert_sbd_labels
+    from deeplab.data.sbd import load_sbd_label as load_sbd_label
+    from deeplab.data.sbd import prepare_train_aug as prepare_train_aug
+    from deeplab.data.sbd import train_aug_names as train_aug_names
+    from deeplab.data.sbd import trainval_aug_names as trainval_aug_names
+    from deeplab.data.sbd import write_aug_lists as write_aug_lists
+    from deeplab.data.spec import DATA_KINDS as DATA_KINDS
+    from deeplab.data.spec import DataSpec as DataSpec
+    from deeplab.data.spec import build_dataset as build_dataset
+    from deeplab.data.synthetic import SYNTHETIC_CLASSES as SYNTHETIC_CLASSES
+    from deeplab.data.synthetic import SyntheticScenes as SyntheticScenes
+    from deeplab.data.synthetic import generate_scene as generate_scene
+    from deeplab.data.synthetic import write_synthetic_dataset as write_synthetic_dataset
+    from deeplab.data.torch_dataset import TorchSegmentation as TorchSegmentation
+    from deeplab.data.transforms import MEAN_BGR as MEAN_BGR
+    from deeplab.data.transforms import EvalTransform as EvalTransform
+    from deeplab.data.transforms import TrainTransform as TrainTransform
+    from deeplab.data.transforms import from_caffe as from_caffe
+    from deeplab.data.transforms import subsample_label as subsample_label
+    from deeplab.data.transforms import to_caffe as to_caffe
+    from deeplab.data.voc import AUG_LABEL_DIR as AUG_LABEL_DIR
+    from deeplab.data.voc import VOCSegmentation as VOCSegmentation
+    from deeplab.data.voc import read_name_list as read_name_list
+    from deeplab.data.voc import write_voc_layout as write_voc_layout
 
 
 def __getattr__(name: str) -> object:

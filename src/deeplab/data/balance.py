@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from deeplab.data.classes import IGNORE_INDEX
+from deeplab.conventions import IGNORE_INDEX
 from deeplab.data.sample import Sample
 
 __all__ = ["BALANCE_MODES", "ClassCounts", "class_counts", "class_weights"]

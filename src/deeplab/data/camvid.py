@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deeplab.conventions import IGNORE_INDEX
 from deeplab.data import image_io
-from deeplab.data.classes import IGNORE_INDEX
 from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.voc import check_listed_files
 

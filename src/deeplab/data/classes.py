@@ -2,7 +2,8 @@
 
 VOC stores label maps as palette ('P') PNGs: the pixel values are class indices and the
 palette only decides how they look. Index 255 is "void" (object borders, ambiguous regions),
-never scored (SPEC section 5).
+never scored (paper section 5; the mean IOU of Everingham et al., PASCAL VOC). The class
+names and the void value are defined in :mod:`deeplab.conventions` and re-exported here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from deeplab.conventions import IGNORE_INDEX, VOC_CLASSES
 from deeplab.data import image_io
 
 __all__ = [
@@ -26,34 +28,6 @@ __all__ = [
     "voc_palette",
     "write_label_png",
 ]
-
-IGNORE_INDEX = 255
-"""Label value for void pixels: ignored by the loss and by every metric."""
-
-VOC_CLASSES: tuple[str, ...] = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-"""The 21 VOC 2012 segmentation classes, index = label value."""
 
 VOC_SHORT_NAMES: tuple[str, ...] = (
     "bkg",

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deeplab.conventions import IGNORE_INDEX
 from deeplab.data import image_io
-from deeplab.data.classes import IGNORE_INDEX, write_label_png
+from deeplab.data.classes import write_label_png
 from deeplab.data.sample import Sample, SegmentationDataset
 
 __all__ = [

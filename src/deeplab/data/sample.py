@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeplab.data.classes import IGNORE_INDEX
+from deeplab.conventions import IGNORE_INDEX
 
 __all__ = ["Sample", "SegmentationDataset"]
 

@@ -1,4 +1,4 @@
-"""SBD (Hariharan et al. 2011) extra annotations and the ``train_aug`` split (SPEC section 2).
+"""SBD (Hariharan et al. 2011) extra annotations and the ``train_aug`` split (paper section 5).
 
 SBD layout (the ``benchmark_RELEASE`` archive)::
 
@@ -9,8 +9,9 @@ SBD layout (the ``benchmark_RELEASE`` archive)::
 
 ``train_aug`` = SBD train + SBD val + VOC train, minus VOC val, de-duplicated and sorted
 (10,582 names on the full data); ``trainval_aug`` = ``train_aug`` + VOC val (12,031). The
-paper trains on ``train_aug`` with labels from a ``SegmentationClassAug`` folder, which
-:func:`build_segmentation_class_aug` writes.
+paper trains on ``train_aug`` with labels from a ``SegmentationClassAug`` folder.
+:func:`prepare_train_aug` (the ``deeplab prepare-voc`` command) writes that folder and the
+two lists, once and explicitly: opening a dataset never writes.
 
 ``.mat`` files are read with ``scipy.io.loadmat`` (MATLAB v5 format parsing, no pickle),
 after :func:`check_mat_file` has walked the file's element tags: scipy's compiled reader
@@ -26,6 +27,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,11 +36,13 @@ import scipy.io
 from PIL import Image
 from scipy.io.matlab import MatReadError
 
+from deeplab.conventions import VOC_CLASSES
 from deeplab.data import image_io
-from deeplab.data.classes import VOC_CLASSES, write_label_png
+from deeplab.data.classes import write_label_png
 from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.voc import (
     AUG_LABEL_DIR,
+    AUG_LIST_DIR,
     LABEL_DIR,
     check_listed_files,
     find_voc_root,
@@ -49,10 +53,12 @@ from deeplab.data.voc import (
 __all__ = [
     "TRAIN_AUG_SIZE",
     "SBDSegmentation",
+    "TrainAugFiles",
     "build_segmentation_class_aug",
     "convert_sbd_labels",
     "find_sbd_root",
     "load_sbd_label",
+    "prepare_train_aug",
     "train_aug_names",
     "trainval_aug_names",
     "write_aug_lists",
@@ -62,8 +68,6 @@ logger = logging.getLogger(__name__)
 
 TRAIN_AUG_SIZE = 10582
 """Size of ``train_aug`` on the full SBD + VOC 2012 data (the paper's training set)."""
-
-AUG_LIST_DIR = "ImageSets/SegmentationAug"
 
 
 def train_aug_names(
@@ -446,3 +450,41 @@ def write_aug_lists(
         "wrote train_aug (%d) and trainval_aug (%d) to %s", len(train_aug), len(trainval_aug), out
     )
     return paths
+
+
+@dataclass(frozen=True)
+class TrainAugFiles:
+    """What :func:`prepare_train_aug` wrote."""
+
+    labels: Path
+    """The ``SegmentationClassAug`` folder: one label PNG per ``trainval_aug`` name."""
+    train_aug: Path
+    """``ImageSets/SegmentationAug/train_aug.txt``."""
+    trainval_aug: Path
+    """``ImageSets/SegmentationAug/trainval_aug.txt``."""
+
+
+def prepare_train_aug(
+    voc_root: str | os.PathLike[str],
+    sbd_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> TrainAugFiles:
+    """Write what the ``train_aug`` and ``trainval_aug`` splits read (paper section 5).
+
+    Under ``out_dir`` (default: the VOC folder): ``SegmentationClassAug/`` (SBD's labels plus
+    VOC's own for VOC trainval, see :func:`build_segmentation_class_aug`) and
+    ``ImageSets/SegmentationAug/{train_aug,trainval_aug}.txt``. The labels come first and
+    the lists last, so an interrupted run leaves no list naming a missing label; running it
+    again resumes (existing PNGs are kept unless ``overwrite``). This is the one place that
+    writes them: :func:`deeplab.data.build_dataset` only reads.
+    """
+    voc = find_voc_root(voc_root)
+    out = Path(out_dir) if out_dir is not None else voc
+    labels = build_segmentation_class_aug(
+        voc, sbd_root, out_dir=out / AUG_LABEL_DIR, overwrite=overwrite
+    )
+    lists = write_aug_lists(voc, sbd_root, out_dir=out / AUG_LIST_DIR)
+    return TrainAugFiles(
+        labels=labels, train_aug=lists["train_aug"], trainval_aug=lists["trainval_aug"]
+    )

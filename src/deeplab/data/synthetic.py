@@ -6,8 +6,8 @@ objects whose class is given by their shape only (:data:`SYNTHETIC_CLASSES`); co
 textures are drawn independently of the class. Object colours mostly differ from the
 background around them, so a colour-sensitive CRF can sharpen the blurred stride-8 output,
 but a few low-contrast objects are kept on purpose. Labels are exact, with void (255) bands
-on every label boundary as VOC has (SPEC section 5), and the image gets sensor noise and a
-slight optical blur so its edges are not perfectly crisp.
+on every label boundary as VOC has (never scored, paper section 5), and the image gets
+sensor noise and a slight optical blur so its edges are not perfectly crisp.
 
 Scene ``i`` is a pure function of ``(seed, i)``: any subset can be generated in any order.
 """
@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from deeplab.data.classes import IGNORE_INDEX
+from deeplab.conventions import IGNORE_INDEX
 from deeplab.data.folder import write_folder_dataset
 from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.voc import write_voc_layout
@@ -140,6 +140,7 @@ def _texture(
     """
     h, w = ys.shape[0], xs.shape[1]
     kind = rng.integers(4)
+    t: np.ndarray  # (h, w) blend weights in 0..1
     if kind == 0:  # flat
         t = np.zeros((h, w), dtype=np.float32)
     elif kind == 1:  # linear gradient across about the window

@@ -1,11 +1,13 @@
-"""Input convention and augmentation (SPEC section 2), as NumPy functions plus two callables.
+"""Training and evaluation transforms (paper sections 3.1 and 5), as NumPy functions plus
+two callables.
 
-Caffe convention: the network sees BGR, 0..255 scale, minus the per-channel mean
-(B, G, R) = (104.008, 116.669, 122.675), as a (3, H, W) float32 array. Training crops a
+Both put images into the networks' input convention (:mod:`deeplab.conventions`: BGR,
+0..255 scale, minus the per-channel mean, as a (3, H, W) float32 array). Training crops a
 ``crop_size`` square at a random place (images smaller than the crop are padded at the bottom
 and right: the image with the mean, i.e. 0 after mean subtraction, the label with 255),
 mirrors at random, and subsamples the label for the loss by picking every 8th pixel starting
-at ``offset`` (0 for most variants, 1 for ``deeplab``), 321 -> 41, never blending labels.
+at ``offset`` (0 for most variants, 1 for ``deeplab``), 321 -> 41, never blending labels
+(the paper's targets are "the ground truth labels (subsampled by 8)", section 3.1).
 
 Randomness comes only from the ``numpy.random.Generator`` passed to ``TrainTransform``, so a
 given generator state always produces the same crop and mirror.
@@ -14,15 +16,12 @@ given generator state always produces the same crop and mirror.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from deeplab.data.classes import IGNORE_INDEX
+from deeplab.conventions import CAFFE_MEAN_BGR, IGNORE_INDEX, from_caffe, to_caffe
 from deeplab.data.sample import Sample
-from deeplab.models.inputs import CAFFE_MEAN_BGR
 
 __all__ = [
     "MEAN_BGR",
@@ -40,30 +39,7 @@ __all__ = [
 
 MEAN_BGR: tuple[float, float, float] = CAFFE_MEAN_BGR
 """Per-channel mean in B, G, R order, subtracted after the RGB -> BGR swap (Caffe): the
-networks' input convention (:mod:`deeplab.models.inputs`), here on numpy arrays."""
-
-
-def to_caffe(image: np.ndarray, mean_bgr: Sequence[float] = MEAN_BGR) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 BGR minus the mean."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 (0..255), got {image.dtype}")
-    bgr = image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
-    bgr -= np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
-    return bgr
-
-
-def from_caffe(
-    array: np.ndarray | torch.Tensor, mean_bgr: Sequence[float] = MEAN_BGR
-) -> np.ndarray:
-    """Inverse of :func:`to_caffe`, for display: (3, H, W) -> (H, W, 3) uint8 RGB, clipped."""
-    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-    if arr.ndim != 3 or arr.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) array, got {arr.shape}")
-    bgr = arr.astype(np.float32) + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
-    rgb = bgr[::-1].transpose(1, 2, 0)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+networks' input convention (:mod:`deeplab.conventions`), here on numpy arrays."""
 
 
 def pad_bottom_right(array: np.ndarray, height: int, width: int, value: float) -> np.ndarray:
@@ -127,7 +103,7 @@ class TrainTransform:
     ``label_offset`` (``label_stride=1``: full-resolution label).
 
     Attributes:
-        crop_size: 321 for most variants, 306 for ``deeplab`` (SPEC section 1).
+        crop_size: 321 for most variants, 306 for ``deeplab`` (the released solvers).
         label_stride: 8, the network's output stride.
         label_offset: 0, or 1 for ``deeplab`` (306 -> 39).
         mirror: random horizontal flip with probability 1/2.

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 segmentation in its standard layout (SPEC sections 2 and 5).
+"""PASCAL VOC 2012 segmentation in its standard layout (paper section 5).
 
 ::
 
@@ -7,7 +7,7 @@
       SegmentationClass/<name>.png        palette PNGs, 255 on object borders
       SegmentationClassAug/<name>.png     optional: SBD + VOC labels for train_aug ('L' or 'P')
       ImageSets/Segmentation/{train,val,trainval}.txt
-      ImageSets/SegmentationAug/{train_aug,trainval_aug}.txt   optional (deeplab.data.sbd)
+      ImageSets/SegmentationAug/{train_aug,trainval_aug}.txt   optional (deeplab prepare-voc)
 
 The paper trains on ``train_aug`` (10,582 images, labels from ``SegmentationClassAug``) and
 scores on ``val`` (1,449 images, labels from ``SegmentationClass``).
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from deeplab.conventions import VOC_CLASSES
 from deeplab.data import image_io
-from deeplab.data.classes import VOC_CLASSES, write_label_png
+from deeplab.data.classes import write_label_png
 from deeplab.data.sample import Sample, SegmentationDataset
 
 __all__ = [
     "AUG_LABEL_DIR",
+    "AUG_LIST_DIR",
     "LABEL_DIR",
     "VOCSegmentation",
     "find_voc_root",
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 LABEL_DIR = "SegmentationClass"
 AUG_LABEL_DIR = "SegmentationClassAug"
 IMAGE_DIR = "JPEGImages"
-LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/SegmentationAug")
+AUG_LIST_DIR = "ImageSets/SegmentationAug"
+LIST_DIRS = ("ImageSets/Segmentation", AUG_LIST_DIR)
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
 
@@ -127,7 +130,8 @@ class VOCSegmentation(SegmentationDataset):
         split: list name, looked up as ``ImageSets/Segmentation/<split>.txt`` then
             ``ImageSets/SegmentationAug/<split>.txt`` ("train", "val", "trainval", "train_aug",
             "trainval_aug").
-        label_dir: ``"SegmentationClass"`` (VOC's own labels) or ``"SegmentationClassAug"``.
+        label_dir: ``"SegmentationClass"`` (VOC's own labels) or ``"SegmentationClassAug"``
+            (written by ``deeplab prepare-voc``); relative to the VOC folder, or absolute.
         list_file: an explicit list file; overrides the lookup by ``split``.
         class_names: defaults to the 21 VOC classes.
         check_files: stat every image and label now, so a missing file fails at construction.
@@ -147,7 +151,8 @@ class VOCSegmentation(SegmentationDataset):
         self.image_dir = self.root / IMAGE_DIR
         self.label_dir = self.root / label_dir
         if not self.label_dir.is_dir():
-            raise FileNotFoundError(f"label folder not found: {self.label_dir}")
+            hint = " (write it with `deeplab prepare-voc`)" if label_dir == AUG_LABEL_DIR else ""
+            raise FileNotFoundError(f"label folder not found: {self.label_dir}{hint}")
         self.list_file = Path(list_file) if list_file is not None else self._find_list(split)
         self.names = read_name_list(self.list_file)
         self.class_names = tuple(class_names)

@@ -1,4 +1,4 @@
-"""Segmentation scores (SPEC section 5): confusion-matrix mIoU, boundary trimaps, plots.
+"""Segmentation scores (paper section 5): confusion-matrix mIoU, boundary trimaps, plots.
 
 ::
 
@@ -13,6 +13,7 @@
 """
 
 from deeplab.metrics.confusion import (
+    IGNORE_INDEX,
     ConfusionMatrix,
     class_accuracy,
     confusion_matrix,
@@ -35,6 +36,7 @@ from deeplab.metrics.trimap import (
 __all__ = [
     "BANDS",
     "DEFAULT_WIDTHS",
+    "IGNORE_INDEX",
     "ConfusionMatrix",
     "TrimapEvaluator",
     "band_mask",

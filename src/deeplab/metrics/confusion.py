@@ -1,8 +1,9 @@
-"""Confusion matrix and the scores derived from it (SPEC section 5, paper Tables 1-3).
+"""Confusion matrix and the scores derived from it (paper section 5, Tables 1-3).
 
 The matrix is (K, K) int64 with rows = ground truth and columns = prediction; pixels
 labelled 255 are ignored. The paper's mean IoU is computed from one matrix accumulated over
-the whole split (not averaged per image). Matrices add, so shards can be summed.
+the whole split (not averaged per image), the PASCAL VOC measure of Everingham et al.:
+IOU = TP / (TP + FP + FN) per class. Matrices add, so shards can be summed.
 
 Mean IoU and mean class accuracy average over the classes that occur: a class with no
 ground-truth pixel and no predicted pixel has an undefined IoU (0/0) and is left out of the
@@ -18,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from deeplab.conventions import IGNORE_INDEX
+
 __all__ = [
     "IGNORE_INDEX",
     "ConfusionMatrix",
@@ -30,8 +33,6 @@ __all__ = [
     "mean_iou",
     "pixel_accuracy",
 ]
-
-IGNORE_INDEX = 255
 
 
 def _as_int_array(values: Any, what: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Accuracy near object boundaries: the "trimap" bands of paper Fig. 5 (SPEC section 5).
+"""Accuracy near object boundaries: the "trimap" bands of paper section 5 and Fig. 5.
 
 For a band width w, the scored pixels are those within the square dilation of size 2w+1 of
 the void (255) pixels, minus the void pixels themselves. A pixel lies in that dilation

@@ -1,22 +1,21 @@
-"""The one input convention of every DeepLab model here: Caffe's.
+"""The one input convention of every DeepLab model here: Caffe's, on torch tensors.
 
 Images enter the networks as float (B,3,H,W) tensors in **BGR** channel order, on the
-**0..255** scale, minus the per-channel mean (B,G,R) = (104.008, 116.669, 122.675) that the
-authors' VGG-16 and DeepLab releases were trained with (SPEC.md section 1). Weights from
-other conventions (torchvision's RGB, 0..1, ImageNet mean/std) are folded into ``conv1_1``
-when converted (:mod:`deeplab.models.convert`), so callers never switch conventions.
+**0..255** scale, minus the per-channel mean (B,G,R) = :data:`CAFFE_MEAN_BGR` that the
+authors' released VGG-16 and DeepLab Caffe models were trained with. The constants and the
+numpy form live in :mod:`deeplab.conventions`; these are the torch functions over the same
+constants. Weights from other conventions (torchvision's RGB, 0..1, ImageNet mean/std) are
+folded into ``conv1_1`` when converted (:mod:`deeplab.models.convert`), so callers never
+switch conventions.
 """
 
 from __future__ import annotations
 
 import torch
 
+from deeplab.conventions import CAFFE_MEAN_BGR, INPUT_CONVENTION
+
 __all__ = ["CAFFE_MEAN_BGR", "INPUT_CONVENTION", "from_model_input", "to_model_input"]
-
-INPUT_CONVENTION = "caffe-bgr-255-meansub"
-"""Identifier stored in checkpoints and weight records."""
-
-CAFFE_MEAN_BGR: tuple[float, float, float] = (104.008, 116.669, 122.675)
 
 
 def _mean(like: torch.Tensor) -> torch.Tensor:

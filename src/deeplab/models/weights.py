@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
+from deeplab.conventions import VOC_CLASSES
 from deeplab.crf import CRFParams
 from deeplab.io_utils import atomic_write_bytes
 from deeplab.models.inputs import INPUT_CONVENTION
@@ -49,12 +50,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "deeplab-checkpoint"
 FORMAT_VERSION = 1
-
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
 
 _PROJECT = "http://liangchiehchen.com/projects/DeepLab_Models.html"
 _INIT = "http://www.cs.jhu.edu/~alanlab/ccvl/init_models/"

@@ -9,13 +9,15 @@
     result.model_path            # runs/tiny/model.safetensors
 
 Modules: :mod:`~deeplab.train.recipe` (the recipe, parameter groups, LR schedule),
-:mod:`~deeplab.train.data` (data sources, the seeded stream, micro-batches),
+:mod:`~deeplab.train.data` (the seeded stream, micro-batches; data sources are
+:class:`deeplab.data.DataSpec`),
 :mod:`~deeplab.train.loop` (the loop), :mod:`~deeplab.train.checkpoint` (verified
 safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve),
 :mod:`~deeplab.train.end_to_end` (the network and the unrolled CRF trained together),
 :mod:`~deeplab.train.preemption` (SIGTERM/SIGUSR1: a checkpoint, then exit).
 """
 
+from deeplab.data import DataSpec  # train()'s data argument
 from deeplab.train.checkpoint import (
     CorruptCheckpointError,
     TrainState,
@@ -24,7 +26,7 @@ from deeplab.train.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
+from deeplab.train.data import MicroBatchSampler, TrainStream
 from deeplab.train.logs import plot_training_curve, read_log
 from deeplab.train.loop import TrainResult, initial_model, train
 from deeplab.train.recipe import (
@@ -44,7 +46,6 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainStream",
-    "build_dataset",
     "initial_model",
     "list_checkpoints",
     "load_checkpoint",

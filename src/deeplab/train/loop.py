@@ -48,7 +48,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import deeplab
-from deeplab.data import IGNORE_INDEX, SegmentationDataset, TrainTransform
+from deeplab.data import (
+    IGNORE_INDEX,
+    DataSpec,
+    SegmentationDataset,
+    TrainTransform,
+    build_dataset,
+)
 from deeplab.data.balance import class_counts, class_weights
 from deeplab.distributed import DistContext, setup
 from deeplab.io_utils import atomic_write_bytes
@@ -63,7 +69,7 @@ from deeplab.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from deeplab.train.data import DataSpec, MicroBatchSampler, TrainStream, build_dataset
+from deeplab.train.data import MicroBatchSampler, TrainStream
 from deeplab.train.end_to_end import CRFTrainingNet, crf_layer, crf_param_group
 from deeplab.train.logs import append_log, plot_training_curve, read_log, truncate_log
 from deeplab.train.preemption import StopRequest, ignore_stop_signals, shut_down_workers

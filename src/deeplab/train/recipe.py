@@ -3,7 +3,7 @@
 :func:`recipe_for` gives the paper's recipe for a variant; a JSON config file
 (``configs/<variant>.json``) and command-line options override any field, in that order
 (:func:`resolve_recipe`). Data locations are not part of the recipe: they come from the
-command line (:class:`deeplab.train.data.DataSpec`).
+command line (:class:`deeplab.data.DataSpec`).
 
 The optimiser is Caffe's: SGD with momentum 0.9; weight decay 5e-4 on weights only; the
 learning rate 1e-3 for the body and 10x for ``fc8``, biases at 2x their layer's rate; the
