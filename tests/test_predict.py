@@ -1,4 +1,4 @@
-"""Whole-image inference (SPEC section 3): padding, Caffe's x8 interpolation, crop, CRF."""
+"""Whole-image inference (paper sections 3 and 4): padding, Caffe's x8 interpolation, crop, CRF."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.models import DeepLab, build_model, get_variant, to_model_input
 from deeplab.predict import (
     Predictor,
-    crf_labels,
     full_resolution,
     pad_input,
     padded_size,
+    refine,
     upsample_logits,
 )
 
@@ -149,7 +149,7 @@ def test_predict_with_the_crf_is_the_argmax_of_its_marginals() -> None:
     expect = dense_crf_from_logits(image, logits, params).argmax(0)
     np.testing.assert_array_equal(predictor.predict(image), expect)
     np.testing.assert_array_equal(predictor.predict(image, use_crf=False), logits.argmax(0))
-    np.testing.assert_array_equal(crf_labels(image, logits, None), logits.argmax(0))
+    np.testing.assert_array_equal(refine(image, logits, None), logits.argmax(0))
 
 
 def test_predictor_rejects_bad_images() -> None:
