@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import torch
 from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.models import DeepLab, build_model, get_variant, to_model_input
+from deeplab.data import SyntheticScenes
+from deeplab.models import DeepLab, build_model, get_variant, load_network, to_model_input
 from deeplab.predict import (
     Predictor,
     full_resolution,
@@ -228,3 +230,16 @@ def test_evaluation_scores_deeplab_on_the_image_grid() -> None:
     assert np.trace(kept) == label.size  # every pixel right
     shifted = score_image(image, label, predictor.stride8_logits(image), 3)["plain"]
     assert np.trace(shifted) < label.size
+
+
+def test_segment_crf_none_is_the_network_argmax(tiny_weights: Path) -> None:
+    net = load_network(None, tiny_weights)
+    image = SyntheticScenes(1, size=(40, 56), seed=2)[0].image
+    plain = Predictor(net.model).segment(image, keep_probs=True)
+    expected = Predictor(net.model).predict(image, use_crf=False)
+    np.testing.assert_array_equal(plain.labels, expected)
+    np.testing.assert_array_equal(plain.dcnn_labels, expected)
+    assert plain.probs is not None and plain.probs.shape == (6, 40, 56)
+    refined = Predictor(net.model, crf=CRFParams(iterations=5)).segment(image)
+    np.testing.assert_array_equal(refined.dcnn_labels, expected)
+    assert refined.labels.shape == expected.shape and refined.probs is None

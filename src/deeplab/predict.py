@@ -174,8 +174,10 @@ def _resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) labels or (L, H, W) float32 maps -> ``size`` (h, w), nearest neighbour."""
     h, w = size
     if maps.ndim == 2:
-        return np.asarray(Image.fromarray(maps).resize((w, h), Image.NEAREST))
-    return np.stack([np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST)) for m in maps])
+        return np.asarray(Image.fromarray(maps).resize((w, h), Image.Resampling.NEAREST))
+    return np.stack(
+        [np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.NEAREST)) for m in maps]
+    )
 
 
 @overload
@@ -246,7 +248,7 @@ def refine(
     run = params
     if (ch, cw) != (h, w):
         # Area averaging for both inputs; the spatial kernels' widths are in pixels.
-        img = np.asarray(Image.fromarray(img).resize((cw, ch), Image.BOX))
+        img = np.asarray(Image.fromarray(img).resize((cw, ch), Image.Resampling.BOX))
         full = F.interpolate(full[None], size=(ch, cw), mode="area")[0]
         scale = cw / w
         run = params.replace(
