@@ -243,3 +243,26 @@ def test_segment_crf_none_is_the_network_argmax(tiny_weights: Path) -> None:
     refined = Predictor(net.model, crf=CRFParams(iterations=5)).segment(image)
     np.testing.assert_array_equal(refined.dcnn_labels, expected)
     assert refined.labels.shape == expected.shape and refined.probs is None
+
+
+def test_refine_downscales_big_images_for_the_crf_and_reports_each_iteration() -> None:
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    scores = rng.normal(size=(3, 30, 40)).astype(np.float32)
+    params = CRFParams(w1=4, theta_alpha=10, theta_beta=5, iterations=3)
+    full = refine(image, scores, params)
+    np.testing.assert_array_equal(refine(image, scores, params, max_pixels=1200), full)
+    seen: list[int] = []
+    labels, probs = refine(
+        image, scores, params, max_pixels=300, callback=seen.append, keep_probs=True
+    )
+    assert seen == [0, 1, 2]
+    assert labels.shape == (30, 40) and labels.dtype == np.uint8
+    assert probs.shape == (3, 30, 40)
+    np.testing.assert_array_equal(probs.argmax(0), labels)
+
+    def stop(it: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(image, scores, params, callback=stop)
