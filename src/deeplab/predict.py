@@ -254,8 +254,10 @@ def refine(
         run = params.replace(
             theta_alpha=params.theta_alpha * scale, theta_gamma=params.theta_gamma * scale
         )
-    # Each large buffer is dropped as soon as the next one exists: the CRF's peak memory
-    # is what bounds the image size (crf_dense.estimate_memory).
+    # Built from DenseCRF directly, not dense_crf_from_logits: that keeps the scores alive
+    # through the whole inference and copies the marginals for every callback. Here each
+    # large buffer is dropped once the next exists, since the CRF's peak memory is what
+    # bounds the image size (crf_dense.estimate_memory).
     unary = np.negative(check_label_maps(full.numpy(), "scores", (ch, cw), finite=False))
     del full
     hook = None
