@@ -72,7 +72,7 @@ def deeplab_largefov_tiny(
         return _models.build_model(
             "deeplab-largefov-tiny", num_classes=num_classes or 21, weights=weights
         )
-    from deeplab.segment import shipped_weights
+    from deeplab.models import shipped_weights
 
     path = shipped_weights("camvid" if weights == "shipped" else "synthetic")
     if path is None:

@@ -59,8 +59,7 @@ def _shipped_photos(weights: Path, crf_file: Path) -> dict[str, Any]:
     from deeplab.crf import CRFParams
     from deeplab.data import CamVid
     from deeplab.evaluate import evaluate
-    from deeplab.models import load_model
-    from deeplab.segment import shipped_camvid_root
+    from deeplab.models import load_model, shipped_camvid_root
 
     torch.set_num_threads(1)
     root = shipped_camvid_root()

@@ -23,9 +23,8 @@ from scipy import ndimage
 from deeplab.data import SyntheticScenes
 from deeplab.data.classes import VOC_PALETTE, write_label_png
 from deeplab.data.image_io import save_png, write_bytes
-from deeplab.models import load_model
+from deeplab.models import load_model, shipped_weights
 from deeplab.predict import Predictor
-from deeplab.segment import shipped_weights
 
 HERE = Path(__file__).resolve().parent
 MARGIN = 6  # px of "unknown" kept on each side of a boundary

@@ -18,10 +18,9 @@ from deeplab.crf import CRFParams, dense_crf_from_logits
 from deeplab.data import IGNORE_INDEX, SyntheticScenes
 from deeplab.data.synthetic import SYNTHETIC_CLASSES
 from deeplab.demo import DemoOptions, main_class, run_demo, scene_panel
-from deeplab.models import build_model, save_model
+from deeplab.models import build_model, save_model, shipped_weights
+from deeplab.models import shipped_crf_params as segment_crf
 from deeplab.predict import Predictor
-from deeplab.segment import shipped_crf_params as segment_crf
-from deeplab.segment import shipped_weights
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +191,8 @@ def test_train_recipe_and_size_come_from_the_shipped_checkpoint(
 
 def test_panels_show_scenes_where_the_network_finds_the_main_class() -> None:
     from deeplab.demo import panel_scenes
-    from deeplab.models import load_model
+    from deeplab.models import load_model, shipped_weights
     from deeplab.predict import Predictor
-    from deeplab.segment import shipped_weights
 
     path = shipped_weights("synthetic")
     assert path is not None

@@ -1,8 +1,9 @@
-"""Whole-image inference (SPEC section 3): padding, Caffe's x8 interpolation, crop, CRF."""
+"""Whole-image inference (paper sections 3 and 4): padding, Caffe's x8 interpolation, crop, CRF."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +11,14 @@ import torch
 from torch import nn
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.models import DeepLab, build_model, get_variant, to_model_input
+from deeplab.data import SyntheticScenes
+from deeplab.models import DeepLab, build_model, get_variant, load_network, to_model_input
 from deeplab.predict import (
     Predictor,
-    crf_labels,
     full_resolution,
     pad_input,
     padded_size,
+    refine,
     upsample_logits,
 )
 
@@ -149,7 +151,7 @@ def test_predict_with_the_crf_is_the_argmax_of_its_marginals() -> None:
     expect = dense_crf_from_logits(image, logits, params).argmax(0)
     np.testing.assert_array_equal(predictor.predict(image), expect)
     np.testing.assert_array_equal(predictor.predict(image, use_crf=False), logits.argmax(0))
-    np.testing.assert_array_equal(crf_labels(image, logits, None), logits.argmax(0))
+    np.testing.assert_array_equal(refine(image, logits, None), logits.argmax(0))
 
 
 def test_predictor_rejects_bad_images() -> None:
@@ -228,3 +230,39 @@ def test_evaluation_scores_deeplab_on_the_image_grid() -> None:
     assert np.trace(kept) == label.size  # every pixel right
     shifted = score_image(image, label, predictor.stride8_logits(image), 3)["plain"]
     assert np.trace(shifted) < label.size
+
+
+def test_segment_crf_none_is_the_network_argmax(tiny_weights: Path) -> None:
+    net = load_network(None, tiny_weights)
+    image = SyntheticScenes(1, size=(40, 56), seed=2)[0].image
+    plain = Predictor(net.model).segment(image, keep_probs=True)
+    expected = Predictor(net.model).predict(image, use_crf=False)
+    np.testing.assert_array_equal(plain.labels, expected)
+    np.testing.assert_array_equal(plain.dcnn_labels, expected)
+    assert plain.probs is not None and plain.probs.shape == (6, 40, 56)
+    refined = Predictor(net.model, crf=CRFParams(iterations=5)).segment(image)
+    np.testing.assert_array_equal(refined.dcnn_labels, expected)
+    assert refined.labels.shape == expected.shape and refined.probs is None
+
+
+def test_refine_downscales_big_images_for_the_crf_and_reports_each_iteration() -> None:
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    scores = rng.normal(size=(3, 30, 40)).astype(np.float32)
+    params = CRFParams(w1=4, theta_alpha=10, theta_beta=5, iterations=3)
+    full = refine(image, scores, params)
+    np.testing.assert_array_equal(refine(image, scores, params, max_pixels=1200), full)
+    seen: list[int] = []
+    labels, probs = refine(
+        image, scores, params, max_pixels=300, callback=seen.append, keep_probs=True
+    )
+    assert seen == [0, 1, 2]
+    assert labels.shape == (30, 40) and labels.dtype == np.uint8
+    assert probs.shape == (3, 30, 40)
+    np.testing.assert_array_equal(probs.argmax(0), labels)
+
+    def stop(it: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(image, scores, params, callback=stop)

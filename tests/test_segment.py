@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import deeplab.segment as segment
 from deeplab.cli import main
-from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
 from deeplab.data.classes import read_label_png
 from deeplab.data.image_io import save_png
-from deeplab.predict import Predictor
-from deeplab.segment import (
-    Segmenter,
-    expand_inputs,
-    load_network,
-    overlay,
-    resolve_crf,
-    shipped_weights,
-)
+from deeplab.segment import expand_inputs, overlay
 
 
 @pytest.fixture(scope="module")
@@ -130,73 +120,6 @@ def test_segment_never_overwrites_its_inputs(images: Path, weights: Path, capsys
     assert main(argv) == 1
     assert "would overwrite an input" in capsys.readouterr().err
     assert (images / "img0.png").read_bytes() == before
-
-
-def test_segmenter_crf_none_is_the_network_argmax(weights: Path) -> None:
-    net = load_network(None, weights)
-    image = SyntheticScenes(1, size=(40, 56), seed=2)[0].image
-    plain = Segmenter(net.model, None).segment(image, keep_probs=True)
-    expected = Predictor(net.model).predict(image, use_crf=False)
-    np.testing.assert_array_equal(plain.labels, expected)
-    np.testing.assert_array_equal(plain.dcnn_labels, expected)
-    assert plain.probs is not None and plain.probs.shape == (6, 40, 56)
-    refined = Segmenter(net.model, CRFParams(iterations=5)).segment(image)
-    np.testing.assert_array_equal(refined.dcnn_labels, expected)
-    assert refined.labels.shape == expected.shape and refined.probs is None
-
-
-def test_load_network_says_what_the_weights_are(
-    weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    info = load_network(None, weights).info
-    assert (info.variant, info.num_classes, info.kind) == ("deeplab-largefov-tiny", 6, "synthetic")
-    assert str(weights) in info.describe() and "triangle" in info.describe()
-    assert load_network("deeplab-largefov-tiny", "none", num_classes=4).info.kind == "untrained"
-    monkeypatch.setattr(segment, "shipped_weights", lambda data="camvid": weights)
-    assert load_network(None, None).info.weights == str(weights)
-    monkeypatch.setattr(segment, "shipped_weights", lambda data="camvid": None)
-    with pytest.raises(FileNotFoundError, match="no shipped checkpoint"):
-        load_network(None, None)
-    monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="deeplab convert"):
-        load_network(None, "deeplab-largefov-voc12")
-    with pytest.raises(FileNotFoundError, match="deeplab convert"):
-        load_network("deeplab-largefov", None)
-    with pytest.raises(ValueError, match="does not fit"):
-        load_network("deeplab-largefov", weights)
-
-
-def test_resolve_crf(weights: Path, tmp_path: Path) -> None:
-    info = load_network(None, weights).info
-    assert resolve_crf("none", info) is None
-    assert resolve_crf("krahenbuhl2013", info) == CRFParams.preset("krahenbuhl2013")
-    tuned = CRFParams(w1=7, iterations=4)
-    tuned.save(tmp_path / "p.json")
-    assert resolve_crf(tmp_path / "p.json", info) == tuned
-    auto = resolve_crf("auto", info)
-    shipped = segment.shipped_crf_params("synthetic")  # the weights are synthetic ones
-    assert auto == (shipped or CRFParams.preset("deeplab-largefov"))
-
-
-def test_shipped_files_come_from_the_package() -> None:
-    for data in ("camvid", "synthetic"):
-        path = shipped_weights(data)
-        assert path is not None and path.is_file()
-        assert Path(segment.__file__).parent / "assets" in path.parents
-        assert segment.shipped_crf_params(data) is not None
-    root = segment.shipped_camvid_root()
-    assert root is not None and (root / "val.txt").is_file()
-    with pytest.raises(ValueError, match="no shipped model for 'voc'"):
-        shipped_weights("voc")
-
-
-def test_the_default_network_is_the_camvid_model_and_says_so() -> None:
-    from deeplab.data import CAMVID_CLASSES
-
-    info = load_network(None, None).info
-    assert info.class_names == CAMVID_CLASSES and info.kind == "real"
-    assert "street scenes" in info.note and "11 classes" in info.note
-    assert resolve_crf("auto", info) == segment.shipped_crf_params("camvid")
 
 
 def test_camvid_overlays_colour_every_class() -> None:

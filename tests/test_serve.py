@@ -31,7 +31,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from deeplab.data import SyntheticScenes  # noqa: E402
-from deeplab.segment import load_network  # noqa: E402
+from deeplab.models import load_network  # noqa: E402
 from deeplab.serve import SegmentService, create_app, decode_image  # noqa: E402
 from serve.helpers import free_port as _free_port  # noqa: E402
 from serve.helpers import png_bytes as _png  # noqa: E402

@@ -28,24 +28,27 @@ from typing import Any
 import numpy as np
 
 from deeplab.crf import CRFParams, dense_crf_from_logits
-from deeplab.data import IGNORE_INDEX, CamVid, SegmentationDataset, SyntheticScenes
-from deeplab.data.camvid import CAMVID_CLASSES
+from deeplab.data.camvid import CAMVID_CLASSES, CamVid
+from deeplab.data.classes import IGNORE_INDEX
 from deeplab.data.image_io import save_png
 from deeplab.data.palettes import palette_for
-from deeplab.data.synthetic import SYNTHETIC_CLASSES
+from deeplab.data.sample import SegmentationDataset
+from deeplab.data.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
 from deeplab.evaluate import EvalResult, evaluate
-from deeplab.models import DeepLab, load_checkpoint, load_model
-from deeplab.predict import Predictor
-from deeplab.report import Figure, ReportData, ScenePanel, write_report
-from deeplab.segment import (
+from deeplab.models import (
     SHIPPED_CAMVID,
     SHIPPED_MODEL,
     SHIPPED_WEIGHTS,
     SYNTHETIC_WEIGHTS,
+    DeepLab,
+    load_checkpoint,
+    load_network,
     shipped_camvid_root,
     shipped_crf_params,
     shipped_weights,
 )
+from deeplab.predict import Predictor
+from deeplab.report import Figure, ReportData, ScenePanel, write_report
 
 __all__ = [
     "BELIEF_ITERATIONS",
@@ -316,6 +319,8 @@ class _Inputs:
 
 
 def _load_weights(given: Path | None, data: str, asset: str) -> tuple[DeepLab, Path]:
+    """``given`` or the shipped checkpoint for ``data``, resolved as ``deeplab segment``
+    resolves ``--weights`` (:func:`deeplab.models.load_network`)."""
     found = given if given is not None else shipped_weights(data)
     if found is None:
         hint = "train one with `deeplab demo --data synthetic --train` (a few minutes) or "
@@ -324,7 +329,7 @@ def _load_weights(given: Path | None, data: str, asset: str) -> tuple[DeepLab, P
             + (hint if data == "synthetic" else "")
             + "pass --weights FILE"
         )
-    return load_model(found).eval(), Path(found)
+    return load_network(None, found).model, Path(found)
 
 
 def _check_classes(model: DeepLab, weights: Path, expected: tuple[str, ...], what: str) -> None:

@@ -51,7 +51,7 @@ from deeplab.metrics import (
     TrimapEvaluator,
     markdown_table,
 )
-from deeplab.predict import Predictor, crf_labels, full_resolution, padded_size
+from deeplab.predict import Predictor, full_resolution, padded_size, refine
 from deeplab.saved_scores import iter_saved_logits, save_logits, saved_num_classes, write_meta
 from deeplab.workers import WorkerPool
 
@@ -87,10 +87,10 @@ def score_image(
     ``trimap_crf`` (len(widths), K, K): int64 counts, rows = ground truth.
     """
     h, w = label.shape
-    full = full_resolution(np.asarray(logits, dtype=np.float32), (h, w)).numpy()
-    preds = {"plain": crf_labels(image, full, None)}
+    full = full_resolution(np.asarray(logits, dtype=np.float32), (h, w))
+    preds = {"plain": refine(image, full, None)}
     if crf is not None:
-        preds["crf"] = crf_labels(image, full, crf)
+        preds["crf"] = refine(image, full, crf)
     out: dict[str, np.ndarray] = {}
     for key, pred in preds.items():
         out[key] = ConfusionMatrix(num_classes).update(pred, label).matrix
@@ -398,7 +398,7 @@ def evaluate(
         limit: score only the first ``limit`` images.
         store: keep each image's counts there and reuse those it has (resuming).
     """
-    predictor = Predictor(model, device, pad_to=pad_to)
+    predictor = Predictor(model, device=device, pad_to=pad_to)
     num_classes = int(getattr(model, "num_classes", len(dataset.class_names)))
     if save_logits_dir is not None:
         folder = Path(save_logits_dir)

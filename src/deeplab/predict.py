@@ -1,17 +1,22 @@
-"""Whole-image inference (SPEC section 3): pad, forward, upsample x8, crop, optional CRF.
+"""Whole-image inference (paper section 3): pad, forward, upsample x8, crop, optional CRF.
+
+The one path from an image to its labels: :class:`Predictor` runs the network and
+:func:`refine` turns scores into labels, with the fully connected CRF of paper section 4
+when parameters are given. Segmenting files, the web demo, evaluation and CRF tuning all
+go through these two; evaluation and tuning call :func:`refine` on saved scores.
 
 The released Caffe test nets score the whole image padded to 513x513 (514 for DeepLab;
 bottom/right, with the mean, which is 0 in the Caffe input convention), upsample the stride-8
-scores with an ``Interp`` layer of zoom factor 8 and crop to the image. Caffe's interpolation
-maps an ``h``-cell map to ``h + (h - 1)(8 - 1) = 8h - 7`` pixels with output pixel ``8i``
-equal to input cell ``i``: PyTorch's ``align_corners=True`` bilinear resize to that size. For
-the 3/2/1-pooling variants output cell ``i`` is centred on image pixel ``8i``, so the
-upsampled map lands exactly on the image grid for any input size; DeepLab's 2/2/1 pools put
-cell 0 at pixel -7.5, which its test net undoes by dropping 7 leading pixels (``fc8_crop``),
-and the MSc test nets add their branches at full resolution: :meth:`Predictor.logits` runs
-the network's own test path (:meth:`deeplab.models.DeepLab.image_scores`). Padding is only
-needed to reproduce the released test (``pad_to=513``, 514 for DeepLab) or to give all
-images one shape.
+scores with an ``Interp`` layer of zoom factor 8 (paper section 3.1) and crop to the image.
+Caffe's interpolation maps an ``h``-cell map to ``h + (h - 1)(8 - 1) = 8h - 7`` pixels with
+output pixel ``8i`` equal to input cell ``i``: PyTorch's ``align_corners=True`` bilinear
+resize to that size. For the 3/2/1-pooling variants output cell ``i`` is centred on image
+pixel ``8i``, so the upsampled map lands exactly on the image grid for any input size;
+DeepLab's 2/2/1 pools put cell 0 at pixel -7.5, which its test net undoes by dropping 7
+leading pixels (``fc8_crop``), and the MSc test nets add their branches at full resolution:
+:meth:`Predictor.logits` runs the network's own test path
+(:meth:`deeplab.models.DeepLab.image_scores`). Padding is only needed to reproduce the
+released test (``pad_to=513``, 514 for DeepLab) or to give all images one shape.
 
 Example::
 
@@ -21,29 +26,40 @@ Example::
 
     predictor = Predictor(load_model("model.safetensors"), crf=CRFParams.preset("deeplab-largefov"))
     labels = predictor.predict(image)        # (H, W) uint8 from an (H, W, 3) uint8 RGB image
+    result = predictor.segment(image, keep_probs=True)   # labels, dcnn_labels, probs
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
+from PIL import Image
 from torch import nn
 
-from deeplab.crf import CRFParams, dense_crf_from_logits
+from deeplab.crf import CRFParams, DenseCRF
+from deeplab.crf import dense as crf_dense
+from deeplab.crf.threads import adapted_threads
+from deeplab.crf.validation import check_image, check_label_maps
 from deeplab.models import to_model_input
 from deeplab.threads import rebalance_torch_threads
 
 __all__ = [
     "OUTPUT_STRIDE",
     "Predictor",
-    "crf_labels",
+    "Segmentation",
+    "crf_size",
     "full_resolution",
     "pad_input",
     "padded_size",
+    "refine",
+    "softmax",
     "upsample_logits",
 ]
 
@@ -137,54 +153,196 @@ def upsample_logits(
     return up.reshape(*lead, *up.shape[-3:])
 
 
-def crf_labels(image: np.ndarray, logits: np.ndarray, params: CRFParams | None) -> np.ndarray:
-    """(H, W) uint8 labels from full-resolution (L, H, W) scores: the argmax, after the
-    dense CRF (paper section 4, unary = -log softmax) when ``params`` is given."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(L, H, W) class probabilities from scores, over axis 0 (a new float array)."""
+    z = logits - logits.max(axis=0, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=0, keepdims=True)
+    return z
+
+
+def crf_size(height: int, width: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """(h, w) the CRF of :func:`refine` runs at for an image of this size: the image's own,
+    or scaled down (aspect kept) to at most ``max_pixels`` pixels."""
+    if max_pixels is None or height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def _resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) labels or (L, H, W) float32 maps -> ``size`` (h, w), nearest neighbour."""
+    h, w = size
+    if maps.ndim == 2:
+        return np.asarray(Image.fromarray(maps).resize((w, h), Image.Resampling.NEAREST))
+    return np.stack(
+        [np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.NEAREST)) for m in maps]
+    )
+
+
+@overload
+def refine(
+    image: np.ndarray,
+    scores: np.ndarray | torch.Tensor,
+    params: CRFParams | None,
+    *,
+    max_pixels: int | None = None,
+    callback: Callable[[int], None] | None = None,
+    keep_probs: Literal[False] = False,
+) -> np.ndarray: ...
+
+
+@overload
+def refine(
+    image: np.ndarray,
+    scores: np.ndarray | torch.Tensor,
+    params: CRFParams | None,
+    *,
+    max_pixels: int | None = None,
+    callback: Callable[[int], None] | None = None,
+    keep_probs: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def refine(
+    image: np.ndarray,
+    scores: np.ndarray | torch.Tensor,
+    params: CRFParams | None,
+    *,
+    max_pixels: int | None = None,
+    callback: Callable[[int], None] | None = None,
+    keep_probs: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Labels of an (H, W, 3) uint8 RGB image from its network scores (paper section 4).
+
+    Args:
+        image: the (H, W, 3) uint8 RGB image the scores belong to.
+        scores: what :meth:`Predictor.scores` returns: (L, h, w) stride-8 scores (upsampled
+            x8 and cropped here, :func:`full_resolution`) or (L, H, W) on the image's grid.
+        params: the fully connected CRF's parameters (unary ``-scores``, which equals
+            ``-log softmax`` up to a per-pixel constant), or None for the plain argmax.
+        max_pixels: images larger than this get their CRF on an area-averaged copy of at
+            most this many pixels (:func:`crf_size`; ``theta_alpha`` and ``theta_gamma`` are
+            widths in pixels and are scaled alike), its labels scaled back up (nearest): a
+            bound on the CRF's memory and time. None: always at full size.
+        callback: called with the iteration number (from 0) after every mean-field
+            iteration; an exception it raises (a cancelled job) ends the CRF.
+        keep_probs: also return (L, H, W) float32 probabilities: the CRF marginals, or the
+            softmax of the scores without a CRF.
+
+    Returns:
+        (H, W) uint8 labels, or ``(labels, probs)`` with ``keep_probs``. A CRF that does not
+        fit in memory is a MemoryError (:func:`deeplab.crf.dense.check_memory`); parameters
+        it cannot use are a ValueError.
+    """
+    h, w = np.shape(image)[:2]
+    full = full_resolution(scores, (h, w))
     if params is None:
-        return np.asarray(logits.argmax(0), dtype=np.uint8)
-    q = dense_crf_from_logits(image, np.ascontiguousarray(logits, dtype=np.float32), params)
-    return np.asarray(q.argmax(0), dtype=np.uint8)
+        logits = full.numpy()
+        labels = np.asarray(logits.argmax(0), dtype=np.uint8)
+        return (labels, softmax(logits)) if keep_probs else labels
+    img = check_image(image)
+    num_labels = int(full.shape[0])
+    ch, cw = crf_size(h, w, max_pixels)
+    crf_dense.check_memory(ch, cw, num_labels)
+    run = params
+    if (ch, cw) != (h, w):
+        # Area averaging for both inputs; the spatial kernels' widths are in pixels.
+        img = np.asarray(Image.fromarray(img).resize((cw, ch), Image.Resampling.BOX))
+        full = F.interpolate(full[None], size=(ch, cw), mode="area")[0]
+        scale = cw / w
+        run = params.replace(
+            theta_alpha=params.theta_alpha * scale, theta_gamma=params.theta_gamma * scale
+        )
+    # Built from DenseCRF directly, not dense_crf_from_logits: that keeps the scores alive
+    # through the whole inference and copies the marginals for every callback. Here each
+    # large buffer is dropped once the next exists, since the CRF's peak memory is what
+    # bounds the image size (crf_dense.estimate_memory).
+    unary = np.negative(check_label_maps(full.numpy(), "scores", (ch, cw), finite=False))
+    del full
+    hook = None
+    if callback is not None:
+
+        def hook(it: int, _: np.ndarray) -> None:
+            callback(it)
+
+    with adapted_threads():
+        crf = DenseCRF(unary.reshape(num_labels, ch * cw))
+        del unary
+        crf_dense.add_image_kernels(crf, img, run)
+        q = crf.inference(run.iterations, callback=hook)
+    del crf
+    labels = np.asarray(q.argmax(0), dtype=np.uint8).reshape(ch, cw)
+    probs = q.reshape(num_labels, ch, cw) if keep_probs else None
+    del q
+    if (ch, cw) != (h, w):
+        labels = _resize_nearest(labels, (h, w))
+        probs = None if probs is None else _resize_nearest(probs, (h, w))
+    return (labels, probs) if probs is not None else labels
+
+
+@dataclass
+class Segmentation:
+    """One image's result: ``labels`` (H, W) uint8 (after the CRF when one ran),
+    ``dcnn_labels`` the network's own argmax, ``probs`` (L, H, W) float32 (CRF marginals,
+    else the softmax) when asked for."""
+
+    labels: np.ndarray
+    dcnn_labels: np.ndarray
+    probs: np.ndarray | None = None
+
+
+def _check_rgb(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError("image must be a uint8 numpy array (H, W, 3), RGB")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    return image
 
 
 class Predictor:
-    """A trained network plus the paper's test-time pipeline.
+    """A trained network plus the paper's test-time pipeline (sections 3 and 4).
 
     Args:
         model: maps (B, 3, H, W) Caffe-convention input to (B, L, h, w) stride-8 logits
             (any :func:`deeplab.models.build_model` network). Put in eval mode here.
-        device: where the network runs.
-        crf: CRF parameters for :meth:`predict`, or ``None`` for the plain argmax.
+        crf: CRF parameters for :meth:`predict` and :meth:`segment`, or ``None`` for the
+            plain argmax.
+        device: where the network runs (the CRF runs on the CPU).
         pad_to: fixed padded size (513 for the released test) or ``None`` (next 8k + 1).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        device: str | torch.device = "cpu",
+        *,
         crf: CRFParams | None = None,
+        device: str | torch.device = "cpu",
         pad_to: int | tuple[int, int] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.crf = crf
         self.pad_to = pad_to
+        self.num_classes = int(getattr(model, "num_classes", 0)) or None
+        self.class_names: tuple[str, ...] = tuple(getattr(model, "class_names", ()) or ())
 
-    @staticmethod
-    def _check(image: np.ndarray) -> np.ndarray:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-            raise ValueError("image must be a uint8 numpy array (H, W, 3), RGB")
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3), got {image.shape}")
-        return image
+    def check_size(self, height: int, width: int) -> None:
+        """MemoryError with the figures when the CRF could not hold this image in memory."""
+        if self.crf is not None and self.num_classes is not None:
+            crf_dense.check_memory(height, width, self.num_classes)
+
+    def _input(self, image: np.ndarray) -> torch.Tensor:
+        """(1, 3, H', W') padded Caffe-convention input of an (H, W, 3) uint8 RGB image."""
+        h, w = image.shape[:2]
+        rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        return pad_input(to_model_input(rgb.to(self.device)), padded_size(h, w, self.pad_to))
 
     @torch.no_grad()
     def stride8_logits(self, image: np.ndarray) -> np.ndarray:
         """(L, h, w) float32 network scores of the padded image (what evaluation saves):
         ``model(x)``, for MSc the train nets' stride-8 sum (:meth:`logits` is the test net)."""
-        img = self._check(image)
-        h, w = img.shape[:2]
-        rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
-        x = pad_input(to_model_input(rgb), padded_size(h, w, self.pad_to))
+        x = self._input(_check_rgb(image))
         if self.device.type == "cpu":
             rebalance_torch_threads()
         out = self.model(x)
@@ -209,17 +367,27 @@ class Predictor:
         branches fused at full resolution); any other model's stride-8 scores are upsampled
         x8 and cropped.
         """
-        img = self._check(image)
+        img = _check_rgb(image)
         full = getattr(self.model, "image_scores", None)
         if full is None:
             scores = torch.from_numpy(self.stride8_logits(img))
             return upsample_logits(scores, img.shape[:2]).numpy()
         h, w = img.shape[:2]
-        rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
-        out = full(pad_input(to_model_input(rgb), padded_size(h, w, self.pad_to)))
+        out = full(self._input(img))
         return out[0, :, :h, :w].float().cpu().numpy()
+
+    def segment(self, image: np.ndarray, keep_probs: bool = False) -> Segmentation:
+        """Labels of an (H, W, 3) uint8 RGB image (see :class:`Segmentation`); the CRF's
+        memory is checked before the network runs."""
+        self.check_size(*image.shape[:2])
+        logits = self.logits(image)
+        dcnn = np.asarray(logits.argmax(0), dtype=np.uint8)
+        if keep_probs:
+            labels, probs = refine(image, logits, self.crf, keep_probs=True)
+            return Segmentation(labels, dcnn, probs)
+        return Segmentation(refine(image, logits, self.crf), dcnn)
 
     def predict(self, image: np.ndarray, use_crf: bool = True) -> np.ndarray:
         """(H, W) uint8 label map: the argmax of :meth:`logits`, after the CRF if the
         predictor has one and ``use_crf``."""
-        return crf_labels(image, self.logits(image), self.crf if use_crf else None)
+        return refine(image, self.logits(image), self.crf if use_crf else None)

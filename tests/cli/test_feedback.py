@@ -12,7 +12,7 @@ import pytest
 import deeplab.cli as cli
 import deeplab.cli.feedback as feedback
 import deeplab.demo
-import deeplab.segment
+import deeplab.models
 from deeplab.cli import main
 from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
@@ -35,9 +35,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a network was loaded before the command line was checked")
 
-    monkeypatch.setattr(deeplab.segment, "load_network", refuse)
+    monkeypatch.setattr(deeplab.models, "load_network", refuse)
     monkeypatch.setattr(deeplab.demo, "run_demo", refuse)
-    monkeypatch.setattr(deeplab.demo, "load_model", refuse)
+    monkeypatch.setattr(deeplab.demo, "load_network", refuse)
 
 
 CASES = [

@@ -44,8 +44,7 @@ def test_one_entry_point_per_variant() -> None:
 
 
 def test_tiny_entry_point_gives_the_shipped_trained_model() -> None:
-    from deeplab.models import load_model
-    from deeplab.segment import shipped_weights
+    from deeplab.models import load_model, shipped_weights
 
     model = torch.hub.load(str(ROOT), "deeplab_largefov_tiny", source="local")
     path = shipped_weights()

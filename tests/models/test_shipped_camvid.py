@@ -16,8 +16,7 @@ import pytest
 
 from deeplab.data import CAMVID_CLASSES, CamVid
 from deeplab.evaluate import evaluate
-from deeplab.models import load_model
-from deeplab.segment import shipped_camvid_root, shipped_crf_params, shipped_weights
+from deeplab.models import load_model, shipped_camvid_root, shipped_crf_params, shipped_weights
 
 
 @pytest.fixture(scope="module")

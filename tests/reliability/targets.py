@@ -885,7 +885,7 @@ def _serve_client() -> tuple[Any, str]:
     import torch
     from fastapi.testclient import TestClient
 
-    from deeplab.segment import load_network
+    from deeplab.models import load_network
     from deeplab.serve import SegmentService, create_app
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 
 from deeplab.data import camvid_palette
-from deeplab.segment import load_network
+from deeplab.models import load_network
 from deeplab.serve import SegmentService
 from deeplab.serve.app import _palette, weights_note
 from deeplab.serve.service import label_png

@@ -28,7 +28,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from deeplab.data import SyntheticScenes  # noqa: E402
-from deeplab.segment import load_network  # noqa: E402
+from deeplab.models import load_network  # noqa: E402
 from deeplab.serve import SegmentService, create_app  # noqa: E402
 
 from .helpers import free_port as _free_port  # noqa: E402

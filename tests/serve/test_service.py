@@ -14,7 +14,7 @@ from PIL import Image
 
 from deeplab.crf import CRFParams
 from deeplab.data import SyntheticScenes
-from deeplab.segment import load_network
+from deeplab.models import load_network
 from deeplab.serve.service import JobCancelledError, SegmentService, slider_ranges
 
 

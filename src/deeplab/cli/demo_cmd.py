@@ -88,7 +88,7 @@ def _crf(args: argparse.Namespace) -> CRFParams | None:
     if args.crf == "auto":
         if all(v is None for v in changes.values()):
             return None
-        from deeplab.segment import shipped_crf_params
+        from deeplab.models import shipped_crf_params
 
         base = shipped_crf_params(args.data) or CRFParams.preset("deeplab-largefov")
     else:
@@ -98,7 +98,7 @@ def _crf(args: argparse.Namespace) -> CRFParams | None:
 
 def run(args: argparse.Namespace) -> int:
     from deeplab.demo import DemoOptions, run_demo
-    from deeplab.segment import shipped_crf_params
+    from deeplab.models import shipped_crf_params
 
     start = time.perf_counter()
     apply_threads(args)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"deeplab demo: {what} on {where}, without and with the CRF -> "
         f"{args.out}/report.html")  # fmt: skip
     if args.data == "camvid" and args.weights is None:
-        from deeplab.segment import SHIPPED_NOTE
+        from deeplab.models import SHIPPED_NOTE
 
         say(f"note: {SHIPPED_NOTE}")
     prepare_crf(

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from deeplab.cli.segment_cmd import warn_weights
     from deeplab.export import export_onnx
-    from deeplab.segment import load_network
+    from deeplab.models import load_network
 
     if args.out.suffix.lower() != ".onnx":
         raise ValueError(f"--out must end in .onnx, got {args.out}")

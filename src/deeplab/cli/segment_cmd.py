@@ -17,7 +17,7 @@ from deeplab.cli.crf_cmd import add_param_options, apply_param_options, check_pa
 from deeplab.cli.data_args import add_threads_option, apply_threads
 from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
 from deeplab.crf import CRFParams
-from deeplab.segment import NetworkInfo, real_weights_hint, resolve_crf
+from deeplab.models.network import NetworkInfo, real_weights_hint, resolve_crf
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -107,7 +107,9 @@ def warn_weights(info: NetworkInfo) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab.segment import Segmenter, expand_inputs, load_network, segment_files
+    from deeplab.models import load_network
+    from deeplab.predict import Predictor
+    from deeplab.segment import expand_inputs, segment_files
 
     # Everything that can be wrong with the command line is reported before the network
     # loads: the options, then the inputs.
@@ -126,12 +128,12 @@ def run(args: argparse.Namespace) -> int:
     crf = crf_from_args(args, network.info)
     print(f"CRF: {'none' if crf is None else crf.to_dict()}", file=sys.stderr)
     prepare_crf(crf)
-    segmenter = Segmenter(network.model, crf, device)
+    predictor = Predictor(network.model, crf=crf, device=device)
     bar = progress_bar(total=len(inputs), unit="img", desc="segment", disable=args.no_progress)
     failed_ok = False
     try:
         summary = segment_files(
-            segmenter,
+            predictor,
             inputs,
             args.out,
             overlays=not args.no_overlay,

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab.cli.feedback import prepare_crf
     from deeplab.cli.segment_cmd import pick_device, warn_weights
     from deeplab.crf import CRFParams
-    from deeplab.segment import load_network, resolve_crf
+    from deeplab.models import load_network, resolve_crf
 
     try:
         from deeplab.serve import SegmentService, create_app, serve

@@ -2,7 +2,7 @@
 
 ::
 
-    from deeplab.segment import load_network
+    from deeplab.models import load_network
     from deeplab.serve import SegmentService, create_app
 
     net = load_network(None, None)

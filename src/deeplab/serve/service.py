@@ -1,8 +1,11 @@
 """The demo's work: decode an upload, run the network, the CRF, encode the answer.
 
-Everything here is synchronous and CPU-bound; :mod:`deeplab.serve.jobs` decides when and
-in which thread it runs. Each heavy step checks a cancel flag first, and the CRF checks it
-after every mean-field iteration, so a dropped job stops within one step.
+The network and the CRF are :class:`deeplab.predict.Predictor` and
+:func:`deeplab.predict.refine` (paper sections 3 and 4); this module caches scores, checks
+limits and packages the answers. Everything here is synchronous and CPU-bound;
+:mod:`deeplab.serve.jobs` decides when and in which thread it runs. Each heavy step checks a
+cancel flag first, and the CRF checks it after every mean-field iteration, so a dropped job
+stops within one step.
 """
 
 from __future__ import annotations
@@ -21,17 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from deeplab.crf import CRFParams, DenseCRF
+from deeplab.crf import CRFParams
 from deeplab.crf import dense as crf_dense
 from deeplab.data.classes import VOC_PALETTE
 from deeplab.data.image_io import READ_FORMATS
 from deeplab.data.palettes import palette_for
-from deeplab.predict import Predictor, full_resolution
-from deeplab.segment import NetworkInfo
+from deeplab.models.network import NetworkInfo
+from deeplab.predict import Predictor, crf_size, refine
 
 DEFAULT_MAX_UPLOAD = 10 * 2**20
 DEFAULT_MAX_PIXELS = 4_000_000
@@ -150,7 +152,7 @@ class SegmentService:
     ) -> None:
         if cache_size < 1 or max_pixels < 1 or crf_max_pixels < 1:
             raise ValueError("cache_size, max_pixels and crf_max_pixels must be >= 1")
-        self.predictor = Predictor(model, device)
+        self.predictor = Predictor(model, device=device)
         self.info = info
         self.palette = palette_for(info.class_names)
         self.default_crf = crf or CRFParams.preset("deeplab-largefov")
@@ -221,9 +223,7 @@ class SegmentService:
         image_id = self._insert_pinned(entry)
         try:
             _check(cancel)
-            full = full_resolution(logits, (h, w))
-            dcnn = np.asarray(full.argmax(0), dtype=np.uint8)
-            del full
+            dcnn = refine(image, logits, None)
             result: dict[str, Any] = {
                 "id": image_id,
                 "width": w,
@@ -253,48 +253,27 @@ class SegmentService:
             self._unpin(entry)
 
     def crf_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) the CRF runs at for an image of this size (module docstring)."""
-        if height * width <= self.crf_max_pixels:
-            return height, width
-        scale = math.sqrt(self.crf_max_pixels / (height * width))
-        return max(1, int(height * scale)), max(1, int(width * scale))
+        """(h, w) the CRF runs at for an image of this size (:func:`deeplab.predict.crf_size`)."""
+        return crf_size(height, width, self.crf_max_pixels)
 
     def _crf(
         self, entry: _Entry, params: CRFParams, cancel: threading.Event | None
     ) -> dict[str, Any]:
         _check(cancel)
         start = time.perf_counter()
-        h, w = entry.image.shape[:2]
-        ch, cw = self.crf_size(h, w)
-        full = full_resolution(entry.logits, (h, w))
-        if (ch, cw) == (h, w):
-            image, run = entry.image, params
-        else:
-            # Area averaging for both inputs; the spatial kernels' widths are in pixels.
-            image = np.asarray(Image.fromarray(entry.image).resize((cw, ch), Image.BOX))
-            full = F.interpolate(full[None], size=(ch, cw), mode="area")[0]
-            scale = cw / w
-            run = params.replace(
-                theta_alpha=params.theta_alpha * scale, theta_gamma=params.theta_gamma * scale
-            )
-        unary = np.negative(full.numpy()).reshape(full.shape[0], -1)  # -logits, (L, N)
-        del full
-
-        def stop_if_cancelled(_: int, __: np.ndarray) -> None:
-            _check(cancel)
-
+        ch, cw = self.crf_size(*entry.image.shape[:2])
         try:
-            crf = DenseCRF(unary)
-            del unary
-            crf_dense.add_image_kernels(crf, image, run)
-            q = crf.inference(run.iterations, callback=stop_if_cancelled)
+            labels = refine(
+                entry.image,
+                entry.logits,
+                params,
+                max_pixels=self.crf_max_pixels,
+                callback=None if cancel is None else (lambda _: _check(cancel)),
+            )
         except ValueError as exc:  # valid fields the CRF cannot use, e.g. theta 1e-30
             raise ServiceError(422, f"the CRF cannot run with these parameters: {exc}") from None
-        del crf
-        labels = np.asarray(q.argmax(0), dtype=np.uint8).reshape(ch, cw)
-        del q
-        if (ch, cw) != (h, w):
-            labels = np.asarray(Image.fromarray(labels).resize((w, h), Image.NEAREST))
+        except MemoryError as exc:
+            raise ServiceError(413, str(exc)) from None
         _check(cancel)
         with self._lock:
             self.crf_runs += 1

@@ -32,7 +32,7 @@ from deeplab.crf.unary import unary_from_logits
 from deeplab.crf.validation import check_image, check_label_maps
 from deeplab.data.sample import SegmentationDataset
 from deeplab.metrics import ConfusionMatrix
-from deeplab.predict import crf_labels, full_resolution
+from deeplab.predict import full_resolution, refine
 from deeplab.saved_scores import load_saved_logits, saved_path
 
 __all__ = [
@@ -97,7 +97,7 @@ def score_each(
     out = []
     for key, params in settings:
         crf = None if params is None else CRFParams.from_dict(params)
-        out.append((key, _confusion(crf_labels(image, full, crf), label, num_classes)))
+        out.append((key, _confusion(refine(image, full, crf), label, num_classes)))
     return out
 
 
@@ -175,7 +175,7 @@ def score_shared(
     out = []
     for key, params in settings:
         if params is None:
-            pred = crf_labels(image, scores, None)
+            pred = refine(image, scores, None)
         else:
             p = CRFParams.from_dict(params)
             if shared is None:
