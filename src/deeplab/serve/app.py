@@ -40,7 +40,7 @@ CRF_BODY_LIMIT = 4096
 
 
 def _static(name: str) -> bytes:
-    return resources.files("deeplab.serve").joinpath("static", name).read_bytes()
+    return resources.files("deeplab.serve").joinpath("static").joinpath(name).read_bytes()
 
 
 def weights_note(service: SegmentService) -> str:
