@@ -17,6 +17,7 @@ from deeplab.crf import (  # noqa: E402
     dense_crf,
     dense_crf_from_logits,
     dense_crf_from_unary,
+    torch_meanfield,
     unary_from_labels,
 )
 from deeplab.crf import torch_backend as tb  # noqa: E402
@@ -250,13 +251,13 @@ def test_module_settings(monkeypatch) -> None:
     # Training mode runs train_iterations, eval mode the params' iterations.
     images, logits = tiny_batch(1, h=8, w=9, labels=5)
     counts = []
-    original = tb._energy_step
+    original = torch_meanfield._energy_step
 
     def counting(*args):
         counts.append(1)
         return original(*args)
 
-    monkeypatch.setattr(tb, "_energy_step", counting)
+    monkeypatch.setattr(torch_meanfield, "_energy_step", counting)
     crf.train()(images, logits)
     n_train = len(counts)
     crf.eval()(images, logits)

@@ -18,9 +18,9 @@ from .test_volume import PARAMS, SHAPE, noisy_ball
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_torch_backend_matches_numba(compiled, monkeypatch) -> None:
-    from deeplab.crf import torch_backend
+    from deeplab.crf import torch_meanfield
 
-    monkeypatch.setattr(torch_backend, "_COMPILED_CPU", compiled)
+    monkeypatch.setattr(torch_meanfield, "_COMPILED_CPU", compiled)
     vol, p, _ = noisy_ball(labels=3)
     q = dense_crf_3d(vol, p, PARAMS, spacing=(2.0, 1.0, 1.0))
     qt = dense_crf_3d(torch.from_numpy(vol), torch.from_numpy(p), PARAMS, spacing=(2.0, 1.0, 1.0))

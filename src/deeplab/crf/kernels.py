@@ -32,6 +32,7 @@ from deeplab.crf.simd import (
     whole_lanes,
 )
 from deeplab.crf.simd import row_max as row_maximum
+from deeplab.crf.validation import MAX_LATTICE_COORD
 
 _JIT = {"cache": True, "nogil": True}
 _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
@@ -39,10 +40,6 @@ _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
 # or fused multiply-adds there, so boundary cases match the reference.
 _PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
 
-# Elevated coordinates are float32 (as in the reference) and exact integers only up to
-# 2^24; past that lattice keys lose precision, so such inputs are refused rather than
-# wrapped silently like the reference's int16 keys.
-MAX_LATTICE_COORD = 2**24
 CHUNK = 1024
 # Lattice values (rows x labels) below which the blur runs on one thread.
 SERIAL_BLUR_LIMIT = 1 << 18
@@ -57,7 +54,6 @@ _EXP_FLOOR = np.float32(-87.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
-_FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 _C2 = np.float32(1.0 / 2.0)
 _C3 = np.float32(1.0 / 6.0)
 _C4 = np.float32(1.0 / 24.0)
@@ -151,28 +147,6 @@ def pad_transpose(src, sign, dst):
                 row[j] = sign * src[j, k]
             for j in range(labels, width):
                 row[j] = PAD_ENERGY
-
-
-@nb.njit(**_PAR_EXACT)
-def count_invalid(values):
-    """(non-finite, negative) counts of a float32 array, in one parallel pass."""
-    flat = values.reshape(values.size)
-    n = flat.size
-    bad = np.zeros((n + CHUNK * 64 - 1) // (CHUNK * 64), np.int64)
-    neg = np.zeros_like(bad)
-    for ch in nb.prange(bad.size):
-        nb_bad = 0
-        nb_neg = 0
-        # Counted without branches, so that the loop vectorises; -inf counts as both
-        # (callers report non-finite values first). No fast-math here: it would assume
-        # that NaN and inf do not occur.
-        for i in range(ch * CHUNK * 64, min(n, (ch + 1) * CHUNK * 64)):
-            x = flat[i]
-            nb_bad += np.int64(not (abs(x) <= _FLOAT32_MAX))
-            nb_neg += np.int64(x < 0)
-        bad[ch] = nb_bad
-        neg[ch] = nb_neg
-    return int(bad.sum()), int(neg.sum())
 
 
 @nb.njit(**_PAR)

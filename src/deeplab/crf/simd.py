@@ -14,7 +14,7 @@ length is a multiple of LANES; callers check that (:func:`whole_lanes`).
 from __future__ import annotations
 
 import numba as nb
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]  # llvmlite ships no type hints
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
