@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 import numpy as np
 
 from deeplab.crf import kernels
+from deeplab.crf._callbacks import reshaped
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.threads import adapted_threads, thread_shares
@@ -163,12 +164,7 @@ def _run(
     num_labels = arr.shape[0]
     check_memory(h, w, num_labels)
     mu = check_compat(compat, num_labels)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: np.ndarray) -> None:
-            callback(it, q.reshape(num_labels, h, w).copy())
-
+    cb = reshaped(callback, (num_labels, h, w))
     with adapted_threads():
         crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, mu)
         q = crf.inference(params.iterations, callback=cb)

@@ -231,17 +231,16 @@ def _fingerprint(h) -> np.int64:
 
 
 @nb.njit(**_JIT)
-def _lookup(table, keys, key) -> int:
-    """Index of ``key`` in the open-addressing table, or -1."""
-    mask = np.uint64(table.size - 1)
-    hv = _hash(key)
+def _probe(table, keys, key, hv, mask):
+    """Open-addressing search for ``key`` (hash ``hv``): (its index or -1, the slot where
+    the search stopped, which is where an absent key goes)."""
     fp = _fingerprint(hv)
     h = hv & mask
     d = key.size
     while True:
         entry = table[h]
         if entry < 0:
-            return -1
+            return np.int64(-1), h
         if (entry >> np.int64(32)) == fp:
             e = entry & _IDX_MASK
             same = True
@@ -250,8 +249,14 @@ def _lookup(table, keys, key) -> int:
                     same = False
                     break
             if same:
-                return e
+                return e, h
         h = (h + np.uint64(1)) & mask
+
+
+@nb.njit(**_JIT)
+def _lookup(table, keys, key) -> int:
+    """Index of ``key`` in the open-addressing table, or -1."""
+    return _probe(table, keys, key, _hash(key), np.uint64(table.size - 1))[0]
 
 
 @nb.njit(**_JIT)
@@ -400,29 +405,11 @@ def insert_keys(simplex_rem0, simplex_rank):
                 grown[:m] = keys[:m]
                 keys = grown
                 table = _rehash(keys, m, cap)
-            mask = np.uint64(cap - 1)
             hv = _hash(key)
-            fp = _fingerprint(hv)
-            h = hv & mask
-            found = -1
-            while True:
-                entry = table[h]
-                if entry < 0:
-                    break
-                if (entry >> np.int64(32)) == fp:
-                    e = entry & _IDX_MASK
-                    same = True
-                    for i in range(d):
-                        if keys[e, i] != key[i]:
-                            same = False
-                            break
-                    if same:
-                        found = e
-                        break
-                h = (h + np.uint64(1)) & mask
+            found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
             if found < 0:
                 keys[m, :] = key
-                table[h] = (fp << np.int64(32)) | np.int64(m)
+                table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
                 found = m
                 m += 1
             offsets[k, r] = found

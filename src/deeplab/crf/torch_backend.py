@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 
+from deeplab.crf._callbacks import reshaped
 from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.torch_meanfield import (
     Callback,
@@ -161,12 +162,6 @@ def _solve_images(
     if imgs.device != neg_unary.device:
         raise ValueError(f"images on {imgs.device} but the label maps on {neg_unary.device}")
     b, n_lab, h, w = neg_unary.shape
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: torch.Tensor) -> None:
-            callback(it, q.reshape(b, n_lab, h, w))
-
     q = solve(
         neg_unary.reshape(b, n_lab, h * w),
         lambda: _positions(h, w, params.theta_gamma, imgs.device),
@@ -177,7 +172,7 @@ def _solve_images(
         iterations=params.iterations,
         normalization=params.normalization,
         log_marginals=log_marginals,
-        callback=cb,
+        callback=reshaped(callback, (b, n_lab, h, w)),
     )
     return q.reshape(b, n_lab, h, w).contiguous()
 
@@ -243,14 +238,17 @@ def _run_single(
     p = check_params(params)
     img = image_layout(as_tensor(image, "image"))
     check_maps_match(neg_unary_maps.shape, img.shape[:2], "label maps", "image")
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: torch.Tensor) -> None:
-            callback(it, q[0].clone())
-
     images = img.permute(2, 0, 1)[None].to(neg_unary_maps.device)
-    q = _solve_images(images, neg_unary_maps[None], p, p.w1, p.w2, compat, False, cb)
+    q = _solve_images(
+        images,
+        neg_unary_maps[None],
+        p,
+        p.w1,
+        p.w2,
+        compat,
+        False,
+        reshaped(callback, neg_unary_maps.shape),
+    )
     return q[0]
 
 

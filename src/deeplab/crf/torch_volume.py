@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from deeplab.crf._callbacks import reshaped
 from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.torch_meanfield import Callback, Weight, as_tensor, float_maps, solve
 from deeplab.crf.unary import PROB_FLOOR
@@ -111,12 +112,6 @@ def _solve_volumes(
     scale = check_channel_scale(channel_scale, c)
     if neg_unary.device.type == "cpu":
         check_volume_memory((b * d, h, w), n_lab, c)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: torch.Tensor) -> None:
-            callback(it, q.reshape(b, n_lab, d, h, w))
-
     q = solve(
         neg_unary.reshape(b, n_lab, d * h * w),
         lambda: _positions((d, h, w), spacing, params.theta_gamma, vols.device),
@@ -127,7 +122,7 @@ def _solve_volumes(
         iterations=params.iterations,
         normalization=params.normalization,
         log_marginals=log_marginals,
-        callback=cb,
+        callback=reshaped(callback, (b, n_lab, d, h, w)),
     )
     return q.reshape(b, n_lab, d, h, w).contiguous()
 
@@ -203,12 +198,6 @@ def dense_crf_3d(
         check_volume_memory((d, h, w), p.shape[0], c)
     p = float_maps(p[None], "probs", "(B, L, D, H, W)")
     check_no_negatives(p, "probs")
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: torch.Tensor) -> None:
-            callback(it, q[0].clone())
-
     q = _solve_volumes(
         v.permute(3, 0, 1, 2)[None].to(p.device),
         torch.log(p.clamp_min(PROB_FLOOR)),
@@ -219,6 +208,6 @@ def dense_crf_3d(
         channel_scale,
         compat,
         False,
-        cb,
+        reshaped(callback, p.shape[1:]),
     )
     return q[0]

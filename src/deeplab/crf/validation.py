@@ -51,15 +51,18 @@ def check_backend(backend: object, *inputs: object) -> str:
     return "torch" if any(is_tensor(x) for x in inputs) else "numba"
 
 
-def real_array(x: object, name: str, what: str = "a real numeric array") -> np.ndarray:
-    """``x`` (a torch tensor is read through numpy) as a real-valued array, else TypeError."""
+def real_array(
+    x: object, name: str, what: str = "a real numeric array", *, bool_ok: bool = True
+) -> np.ndarray:
+    """``x`` (a torch tensor is read through numpy) as a real-valued array (booleans too
+    unless ``bool_ok=False``), else TypeError."""
     if is_tensor(x):
         x = x.detach().cpu().numpy()  # type: ignore[attr-defined]  # is_tensor said so
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating)
         or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
+        or (bool_ok and arr.dtype == np.bool_)
     ):
         raise TypeError(f"{name}: expected {what}, got dtype {arr.dtype}")
     return arr

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
+from deeplab.crf._callbacks import reshaped
 from deeplab.crf.dense import available_memory
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams, check_params
@@ -303,12 +304,7 @@ def dense_crf_3d(
     check_volume_memory((d, h, w), num_labels, c)
     scale = check_channel_scale(channel_scale, c)
     mu = check_compat(compat, num_labels)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: np.ndarray) -> None:
-            callback(it, q.reshape(num_labels, d, h, w).copy())
-
+    cb = reshaped(callback, (num_labels, d, h, w))
     with adapted_threads():
         crf = DenseCRF.from_probabilities(p)
         del p
