@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "ImageCRF",
+    "add_image_kernels",
+    "available_memory",
     "bilateral_features",
     "check_memory",
     "dense_crf",

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import torch
 
-from deeplab.crf.validation import MAX_LATTICE_COORD, check_lattice_range
+from deeplab.crf.validation import MAX_LATTICE_COORD, check_finite, check_lattice_range
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +320,7 @@ def build_lattice(features: torch.Tensor, *, _force_rank: bool = False) -> Torch
     if not features.is_floating_point():
         raise TypeError(f"features: expected a floating point tensor, got {features.dtype}")
     feats = features.to(torch.float32).reshape(b * n, d)
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError("features: contain NaN or infinite values")
+    check_finite(feats, "features", verb="contain")
     dev = feats.device
     d1 = d + 1
     rem0, rank, weights = simplex_keys(feats)

@@ -26,3 +26,9 @@ def integer(value: object, name: str, *, whole_floats: bool = False) -> int:
         if not (whole_floats and isinstance(value, float | np.floating) and value.is_integer()):
             raise TypeError(f"{name}: expected an integer, got {value!r}") from None
         return int(value)
+
+
+def check_scales(scales: np.ndarray, name: str, given: object) -> None:
+    """Standard deviations (the array read from ``given``) must be finite and > 0."""
+    if not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise ValueError(f"{name}: standard deviations must be finite and > 0, got {given!r}")

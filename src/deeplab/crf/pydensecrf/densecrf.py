@@ -21,8 +21,8 @@ import numpy as np
 from deeplab.crf.dense import check_memory
 from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.meanfield import DenseCRF as _CoreCRF
-from deeplab.crf.pydensecrf._checks import integer, real_numbers
-from deeplab.crf.validation import as_float32_2d
+from deeplab.crf.pydensecrf._checks import check_scales, integer, real_numbers
+from deeplab.crf.validation import as_float32_2d, check_finite
 
 __all__ = [
     "CONST_KERNEL",
@@ -105,8 +105,7 @@ def _sigmas(value: object, count: int, name: str) -> tuple[np.float32, ...]:
         arr = np.repeat(arr, count)
     if arr.shape != (count,):
         raise ValueError(f"{name}: expected a number or {count} numbers, got {value!r}")
-    if not (np.isfinite(arr).all() and (arr > 0).all()):
-        raise ValueError(f"{name}: standard deviations must be finite and > 0, got {value!r}")
+    check_scales(arr, name, value)
     return tuple(np.float32(v) for v in arr)
 
 
@@ -139,8 +138,7 @@ def _compatibility(compat: object, num_labels: int) -> float | np.ndarray:
     if isinstance(compat, str):
         raise TypeError(f"compat: expected a number, a vector or a matrix, got {compat!r}")
     arr = real_numbers(compat, "compat")
-    if not np.isfinite(arr).all():
-        raise ValueError("compat: contains NaN or infinite values")
+    check_finite(arr, "compat")
     if arr.ndim == 0:
         return float(arr)
     if arr.ndim == 1:
@@ -367,8 +365,7 @@ class DenseCRF:
         q = real_numbers(Q, name)
         if q.shape != (self._nlabel, self._nvar):
             raise ValueError(f"{name}: expected shape {(self._nlabel, self._nvar)}, got {q.shape}")
-        if not np.isfinite(q).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
+        check_finite(q, name)
         return q
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deeplab.crf.pydensecrf._checks import integer, real_numbers
+from deeplab.crf.pydensecrf._checks import check_scales, integer, real_numbers
+from deeplab.crf.validation import check_finite
 
 __all__ = [
     "compute_unary",
@@ -33,8 +34,7 @@ def _positive_scales(values: object, count: int | None, name: str) -> list[np.fl
     if arr.ndim != 1 or (count is not None and arr.shape[0] != count):
         want = "a sequence" if count is None else f"{count} values"
         raise ValueError(f"{name}: expected {want}, got {values!r}")
-    if not (np.isfinite(arr).all() and (arr > 0).all()):
-        raise ValueError(f"{name}: standard deviations must be finite and > 0, got {values!r}")
+    check_scales(arr, name, values)
     return [np.float32(v) for v in arr]
 
 
@@ -172,8 +172,7 @@ def create_pairwise_bilateral(
         if not -im.ndim <= axis < im.ndim:
             raise ValueError(f"chdim: axis {axis} is out of range for an image of shape {im.shape}")
         chans = np.moveaxis(im, axis, 0).astype(np.float32)
-    if not np.isfinite(chans).all():
-        raise ValueError("img: contains NaN or infinite values")
+    check_finite(chans, "img")
     num_chans = chans.shape[0]
     if isinstance(schan, float | int | np.floating | np.integer) and not isinstance(schan, bool):
         chans /= _positive_scales([schan], 1, "schan")[0]
