@@ -1,5 +1,5 @@
 """The PyTorch CRF backend: agreement with the CPU backend, batching, gradients, dispatch
-and input checks (SPEC section 4)."""
+and input checks (Chen et al. 2015, section 4)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def photo_case(shared_data, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def voc_case(shared_data) -> tuple[np.ndarray, np.ndarray]:
-    """A VOC photo (SPEC section 7) at 500x375 with 21-label network-like energies."""
+    """A PASCAL VOC 2012 photo (the paper's benchmark, section 5) at 500x375 with
+    21-label network-like energies."""
     photo = load_rgb(shared_data / "voc_mini/VOC2012/JPEGImages/2007_000033.jpg")
     image = np.array(Image.fromarray(photo).resize((500, 375), Image.BILINEAR))
     return image, -smooth_logits(21, 375, 500, seed=1)

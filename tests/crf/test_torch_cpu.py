@@ -1,5 +1,5 @@
 """The torch backend's CPU path (compiled kernels) against its generic path (the one CUDA
-runs): the same filter, adjoint, marginals and gradients (SPEC section 4)."""
+runs): the same filter, adjoint, marginals and gradients (Chen et al. 2015, section 4)."""
 
 from __future__ import annotations
 
