@@ -7,8 +7,8 @@ spatial kernel ``w2 exp(-|p_i-p_j|^2 / 2 theta_gamma^2)`` and bilateral kernel
 field from ``softmax(-U)`` without damping, run by :mod:`deeplab.crf.torch_meanfield`.
 Marginals agree with the numba backend to float32 rounding.
 
-Three entry points, all ``(images, maps, params=None, *, ...)`` and all differentiable
-with respect to the maps (gradients flow when they require grad):
+Three entry points, all differentiable with respect to the maps (gradients flow when they
+require grad); the functions take ``(images, maps, params=None, *, ...)``:
 
 - :func:`dense_crf`, :func:`dense_crf_from_unary`, :func:`dense_crf_from_logits`: one
   image, the numba API's arguments as tensors; reached from :func:`deeplab.crf.dense_crf`
@@ -19,8 +19,8 @@ with respect to the maps (gradients flow when they require grad):
 - :class:`DenseCRF`: the CRF as an ``nn.Module`` with learnable w1, w2 and compatibility,
   for end-to-end training (Zheng et al. 2015, "CRF as RNN", trains the same model).
 
-No gradient reaches the images: they only place the lattice (a piecewise-constant
-function of the colours).
+No gradient reaches the images: they only give the kernels' features, and the lattice
+built from those is not differentiated.
 """
 
 from __future__ import annotations

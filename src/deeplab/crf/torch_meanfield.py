@@ -228,8 +228,10 @@ def _energy_step(
     for term, coef in terms:
         f = term.filtered(q)
         if msg is None:
-            # Scaling f in place would overwrite what the weight's gradient needs.
-            msg = f * coef if torch.is_grad_enabled() else f.mul_(coef)
+            # Scaling f in place would overwrite what the weight's gradient needs; without
+            # any gradient to keep (no_grad, or inputs that need none) it saves a copy.
+            tracked = torch.is_grad_enabled() and (f.requires_grad or coef.requires_grad)
+            msg = f * coef if tracked else f.mul_(coef)
         else:
             # In place: msg itself is saved by no backward function, f and coef are.
             msg.addcmul_(f, coef)
