@@ -175,14 +175,16 @@ def _run(
 
 class ImageCRF(Protocol):
     """The entry points' signature: ``f(image, maps, params=None, *, compat=None,
-    callback=None, backend="auto")``. Numpy arrays give an array, a tensor of maps (or
-    ``backend="torch"``) a tensor on the maps' device."""
+    callback=None, backend="auto")``, ``maps`` being the probabilities, logits or unary
+    (positional: each function has its own name for them). Numpy arrays give an array,
+    a tensor of maps (or ``backend="torch"``) a tensor on the maps' device."""
 
     @overload
     def __call__(
         self,
         image: np.ndarray,
         maps: np.ndarray,
+        /,
         params: CRFParams | None = None,
         *,
         compat: np.ndarray | None = None,
@@ -195,6 +197,7 @@ class ImageCRF(Protocol):
         self,
         image: np.ndarray | torch.Tensor,
         maps: torch.Tensor,
+        /,
         params: CRFParams | None = None,
         *,
         compat: np.ndarray | torch.Tensor | None = None,
@@ -207,6 +210,7 @@ class ImageCRF(Protocol):
         self,
         image: object,
         maps: object,
+        /,
         params: CRFParams | None = None,
         *,
         compat: object = None,
