@@ -142,10 +142,10 @@ def _child_cpu_memory(batch: int, train: bool) -> None:
 def cpu_memory_per_image(batch: int, train: bool) -> float:
     import torch
 
-    from deeplab.crf import torch_backend
+    from deeplab.crf import torch_meanfield
 
     threads = str(torch.get_num_threads())
-    generic = str(int(not torch_backend._COMPILED_CPU))
+    generic = str(int(not torch_meanfield._COMPILED_CPU))
     cmd = [sys.executable, __file__, "--child", str(batch), str(int(train)), threads, generic]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"] / batch
@@ -240,15 +240,15 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from deeplab.crf import torch_backend
+    from deeplab.crf import torch_meanfield
 
     if args.child:
         torch.set_num_threads(int(args.child[2]))
-        torch_backend._COMPILED_CPU = not bool(int(args.child[3]))
+        torch_meanfield._COMPILED_CPU = not bool(int(args.child[3]))
         match_numba_threads()
         _child_cpu_memory(int(args.child[0]), bool(int(args.child[1])))
         return
-    torch_backend._COMPILED_CPU = not args.generic_cpu
+    torch_meanfield._COMPILED_CPU = not args.generic_cpu
     if args.threads:
         torch.set_num_threads(args.threads)
     match_numba_threads()

@@ -1,4 +1,4 @@
-"""Agreement with the reference implementation, pydensecrf2 (SPEC section 4).
+"""Agreement with the reference implementation, pydensecrf2 (Chen et al. 2015, section 4).
 
 Requirement: label agreement >= 99.9% and max |Q - Q_ref| <= 1e-3 for normalisation
 "after" and "symmetric" and every preset, on the real photos and on VOC-sized inputs.

@@ -1,5 +1,5 @@
 """The PyTorch CRF backend: agreement with the CPU backend, batching, gradients, dispatch
-and input checks (SPEC section 4)."""
+and input checks (Chen et al. 2015, section 4)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from deeplab.crf import (  # noqa: E402
     dense_crf,
     dense_crf_from_logits,
     dense_crf_from_unary,
+    torch_meanfield,
     unary_from_labels,
 )
 from deeplab.crf import torch_backend as tb  # noqa: E402
@@ -51,7 +52,8 @@ def photo_case(shared_data, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def voc_case(shared_data) -> tuple[np.ndarray, np.ndarray]:
-    """A VOC photo (SPEC section 7) at 500x375 with 21-label network-like energies."""
+    """A PASCAL VOC 2012 photo (the paper's benchmark, section 5) at 500x375 with
+    21-label network-like energies."""
     photo = load_rgb(shared_data / "voc_mini/VOC2012/JPEGImages/2007_000033.jpg")
     image = np.array(Image.fromarray(photo).resize((500, 375), Image.BILINEAR))
     return image, -smooth_logits(21, 375, 500, seed=1)
@@ -223,6 +225,70 @@ def test_mean_field_gradcheck_unary_weights_compat(norm: str) -> None:
     )
 
 
+def test_mean_field_takes_params_third_and_keywords_override_them() -> None:
+    image, unary = tiny_float64()
+    params = CRFParams(w1=2.0, w2=1.5, theta_alpha=3.0, theta_beta=30.0, theta_gamma=1.5)
+    params = params.replace(iterations=3)
+    with torch.no_grad():
+        q = tb.mean_field(image, unary, params)
+        kw = tb.mean_field(
+            image,
+            unary,
+            w1=2.0,
+            w2=1.5,
+            theta_alpha=3.0,
+            theta_beta=30.0,
+            theta_gamma=1.5,
+            iterations=3,
+        )
+        torch.testing.assert_close(q, kw)
+        other = tb.mean_field(image, unary, params, w1=0.0, iterations=1)
+        torch.testing.assert_close(
+            other, tb.mean_field(image, unary, params.replace(w1=0, iterations=1))
+        )
+
+
+TINY = CRFParams(theta_alpha=3.0, theta_beta=30.0, theta_gamma=1.5, iterations=3)
+SINGLE_ENTRY_POINTS = {
+    "probs": ("dense_crf", lambda z: torch.softmax(z, 0)),
+    "logits": ("dense_crf_from_logits", lambda z: z),
+    "unary": ("dense_crf_from_unary", lambda z: -z),
+}
+
+
+@pytest.mark.parametrize("api", ["torch_backend", "deeplab.crf"])
+@pytest.mark.parametrize("entry", sorted(SINGLE_ENTRY_POINTS))
+def test_single_image_entry_points_are_differentiable(api: str, entry: str) -> None:
+    """Gradients reach the maps and a tensor compat through every single-image entry
+    point: the torch backend's own and deeplab.crf's, which dispatches tensors to it."""
+    import deeplab.crf
+
+    module = tb if api == "torch_backend" else deeplab.crf
+    name, to_maps = SINGLE_ENTRY_POINTS[entry]
+    fn = getattr(module, name)
+    g = torch.Generator().manual_seed(1)
+    image = (torch.rand(4, 5, 3, generator=g) * 255).to(torch.uint8)
+    z = torch.randn(3, 4, 5, generator=g, dtype=torch.float64).requires_grad_()
+    mu = (1 - torch.eye(3, dtype=torch.float64)) + 0.3 * torch.rand(
+        3, 3, generator=g, dtype=torch.float64
+    )
+    mu.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, m: fn(image, to_maps(x), TINY, compat=m), (z, mu))
+
+
+def test_single_image_float32_backward_on_the_compiled_path() -> None:
+    images, logits = tiny_batch(1, h=12, w=15, labels=4)
+    x = logits[0].clone().requires_grad_()
+    q = dense_crf_from_logits(images[0].permute(1, 2, 0), x, FAST)
+    assert isinstance(q, torch.Tensor) and q.requires_grad
+    (q[1] * torch.linspace(0, 1, 15)).sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dense_crf_from_logits(images[0].permute(1, 2, 0), x, FAST), q.detach()
+        )
+
+
 def test_module_gradients_reach_every_parameter() -> None:
     images, logits = tiny_batch(2, h=5, w=6, labels=3)
     crf = tb.DenseCRF(FAST, num_labels=3, learn_compat=True).double()
@@ -250,13 +316,13 @@ def test_module_settings(monkeypatch) -> None:
     # Training mode runs train_iterations, eval mode the params' iterations.
     images, logits = tiny_batch(1, h=8, w=9, labels=5)
     counts = []
-    original = tb._energy_step
+    original = torch_meanfield._energy_step
 
     def counting(*args):
         counts.append(1)
         return original(*args)
 
-    monkeypatch.setattr(tb, "_energy_step", counting)
+    monkeypatch.setattr(torch_meanfield, "_energy_step", counting)
     crf.train()(images, logits)
     n_train = len(counts)
     crf.eval()(images, logits)
@@ -311,6 +377,18 @@ def test_auto_backend_dispatch(shared_data) -> None:
     assert isinstance(dense_crf_from_logits(image, -unary, FAST, backend="numba"), np.ndarray)
     with pytest.raises(ValueError, match="backend"):
         dense_crf(image, probs.numpy(), FAST, backend="cuda")
+
+
+def test_the_torch_backend_loads_no_numba() -> None:
+    code = (
+        "import sys, deeplab.crf as c, deeplab.crf.torch_backend\n"
+        "assert c.torch_backend is deeplab.crf.torch_backend\n"
+        "assert 'numba' not in sys.modules, 'numba'\n"
+        "outside = [m for m in sys.modules if m.startswith('deeplab.')\n"
+        "           and not m.startswith('deeplab.crf')]\n"
+        "assert not outside, outside"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_importing_the_crf_does_not_import_torch() -> None:

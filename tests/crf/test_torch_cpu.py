@@ -1,5 +1,5 @@
 """The torch backend's CPU path (compiled kernels) against its generic path (the one CUDA
-runs): the same filter, adjoint, marginals and gradients (SPEC section 4)."""
+runs): the same filter, adjoint, marginals and gradients (Chen et al. 2015, section 4)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deeplab.crf import CRFParams, bilateral_features  # noqa: E402
+from deeplab.crf import (  # noqa: E402
+    CRFParams,
+    bilateral_features,
+    torch_meanfield,
+)
 from deeplab.crf import torch_backend as tb  # noqa: E402
 from deeplab.crf.torch_cpu import (  # noqa: E402
     CompiledLattice,
@@ -36,7 +40,7 @@ def generic(monkeypatch):
     """Switches the torch backend to its generic path for the test's duration."""
 
     def use(flag: bool) -> None:
-        monkeypatch.setattr(tb, "_COMPILED_CPU", not flag)
+        monkeypatch.setattr(torch_meanfield, "_COMPILED_CPU", not flag)
 
     return use
 
@@ -150,13 +154,13 @@ def test_paths_by_device_dtype_and_flag(generic) -> None:
 def test_fused_inference_runs_only_without_gradients(monkeypatch, shared_data) -> None:
     images, logits = photo_batch(shared_data, labels=5, h=20, w=24)
     calls: list[int] = []
-    original = tb.compiled_mean_field
+    original = torch_meanfield.compiled_mean_field
 
     def counting(*args):
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(tb, "compiled_mean_field", counting)
+    monkeypatch.setattr(torch_meanfield, "compiled_mean_field", counting)
     crf = tb.DenseCRF(FAST, learn_weights=False)
     with torch.no_grad():
         q = crf(images, logits)

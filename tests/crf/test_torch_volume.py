@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeplab.crf import dense_crf_3d
+from deeplab.crf import CRFParams, dense_crf_3d
 from deeplab.crf.torch_volume import mean_field_3d
 
 from .test_volume import PARAMS, SHAPE, noisy_ball
@@ -18,9 +18,9 @@ from .test_volume import PARAMS, SHAPE, noisy_ball
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_torch_backend_matches_numba(compiled, monkeypatch) -> None:
-    from deeplab.crf import torch_backend
+    from deeplab.crf import torch_meanfield
 
-    monkeypatch.setattr(torch_backend, "_COMPILED_CPU", compiled)
+    monkeypatch.setattr(torch_meanfield, "_COMPILED_CPU", compiled)
     vol, p, _ = noisy_ball(labels=3)
     q = dense_crf_3d(vol, p, PARAMS, spacing=(2.0, 1.0, 1.0))
     qt = dense_crf_3d(torch.from_numpy(vol), torch.from_numpy(p), PARAMS, spacing=(2.0, 1.0, 1.0))
@@ -60,6 +60,26 @@ def test_mean_field_3d_gradients_are_exact() -> None:
         )  # fmt: skip
 
     assert torch.autograd.gradcheck(f, (unary, w1, compat), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("api", ["torch_volume", "deeplab.crf"])
+def test_dense_crf_3d_is_differentiable(api: str) -> None:
+    """Gradients reach the probabilities and a tensor compat through the single-volume
+    entry points: torch_volume's and deeplab.crf's, which dispatches tensors to it."""
+    import deeplab.crf
+    from deeplab.crf import torch_volume
+
+    fn = torch_volume.dense_crf_3d if api == "torch_volume" else deeplab.crf.dense_crf_3d
+    vol, p, _ = noisy_ball((3, 4, 5), channels=1)
+    v = torch.from_numpy(vol)
+    z = torch.from_numpy(np.log(p.astype(np.float64))).requires_grad_()
+    mu = (1.0 - torch.eye(2, dtype=torch.float64)).requires_grad_()
+    params = CRFParams(w1=2, theta_alpha=3, theta_beta=20, w2=1, theta_gamma=1.5, iterations=3)
+
+    def f(x, m):
+        return fn(v, torch.softmax(x, 0), params, spacing=(2, 1, 1), compat=m)
+
+    assert torch.autograd.gradcheck(f, (z, mu), eps=1e-6, atol=1e-5)
 
 
 def test_torch_bad_input() -> None:

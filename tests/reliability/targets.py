@@ -722,7 +722,7 @@ def _dense_crf(value: dict[str, Any], _: Path) -> Any:
     # Label values stay small here: a huge one asks for that many channels, which the
     # memory check refuses (tested on its own in test_memory.py) but only after numbers.
     labels = np.clip(np.nan_to_num(maps[0] * 3, posinf=0), 0, 6).astype(np.int64)
-    q, refined = dense_crf_from_labels(image, labels, None, params)
+    q, refined = dense_crf_from_labels(image, labels, params)
     assert refined.shape == labels.shape, "refined labels of another shape"
     return q
 

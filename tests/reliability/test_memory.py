@@ -38,7 +38,9 @@ def _huge(shape: tuple[int, ...], dtype: type, value: float = 0) -> np.ndarray:
         lambda img, maps: dense_crf(img, maps),
         lambda img, maps: dense_crf_from_logits(img, maps),
         lambda img, maps: dense_crf_from_unary(img, maps),
-        lambda img, maps: dense_crf_from_labels(img, _huge(maps.shape[1:], np.int64), 21),
+        lambda img, maps: dense_crf_from_labels(
+            img, _huge(maps.shape[1:], np.int64), num_labels=21
+        ),
     ],
     ids=["probs", "logits", "unary", "labels"],
 )

@@ -58,7 +58,7 @@ def crf_kernels_cached() -> bool | None:
     try:
         from numba.core.registry import CPUDispatcher
 
-        import deeplab.crf  # noqa: F401 (loads the kernel modules)
+        import deeplab.crf.dense  # noqa: F401 (loads the kernel modules)
 
         found = {
             value

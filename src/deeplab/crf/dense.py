@@ -1,39 +1,58 @@
-"""The dense CRF on images: DeepLab's post-processing (paper section 4, SPEC section 4).
+"""The dense CRF on images: DeepLab's post-processing (Chen et al. 2015, section 4).
 
-Pixel i of an (H, W) image is point ``y * W + x``; the bilateral kernel uses the features
-``(x/theta_alpha, y/theta_alpha, r/theta_beta, g/theta_beta, b/theta_beta)`` and the
-spatial kernel ``(x/theta_gamma, y/theta_gamma)``, exactly as pydensecrf's
+Pixel i of an (H, W) image is point ``y * W + x``; the bilateral kernel of eq. (3) uses
+the features ``(x/theta_alpha, y/theta_alpha, r/theta_beta, g/theta_beta, b/theta_beta)``
+and the spatial kernel ``(x/theta_gamma, y/theta_gamma)``, exactly as pydensecrf's
 ``addPairwiseBilateral`` and ``addPairwiseGaussian``.
+
+Every entry point takes ``(image, maps, params=None, *, ...)``: the image, the per-label
+maps (probabilities, logits, energies or a label map), then :class:`CRFParams`. Numpy in,
+numpy out; a torch tensor in (or ``backend="torch"``) runs :mod:`deeplab.crf.torch_backend`
+and returns a tensor.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 
 import numpy as np
 
 from deeplab.crf import kernels
+from deeplab.crf._callbacks import reshaped
 from deeplab.crf.meanfield import DenseCRF, padded_width
-from deeplab.crf.params import CRFParams
+from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.unary import channel_to_label, unary_from_labels, unary_from_logits
 from deeplab.crf.validation import (
+    BACKENDS,
+    check_backend,
     check_compat,
     check_image,
     check_label_maps,
+    is_tensor,
 )
 
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "BACKENDS",
+    "ImageCRF",
+    "add_image_kernels",
+    "available_memory",
+    "bilateral_features",
+    "check_memory",
+    "dense_crf",
+    "dense_crf_from_labels",
+    "dense_crf_from_logits",
+    "dense_crf_from_unary",
+    "estimate_memory",
+    "spatial_features",
+]
 
-#: ``backend=`` values: "numba" is the CPU backend here, "torch" :mod:`deeplab.crf.torch_backend`
-#: (any device), "auto" picks torch when the image or the label maps are torch tensors.
-BACKENDS = ("auto", "numba", "torch")
+log = logging.getLogger(__name__)
 
 # Peak bytes of the CPU backend, fitted to measurements (4000x3000, 21 labels: 4.9 GiB
 # measured, 6.0 GiB estimated):
@@ -102,7 +121,7 @@ def check_memory(height: int, width: int, num_labels: int) -> None:
 def _check_memory_of(maps: object) -> None:
     """:func:`check_memory` from the shape of (L, H, W) maps alone: before any float32 or
     contiguous copy of an input that is already too large is made."""
-    shape = np.shape(maps)
+    shape = np.shape(maps)  # type: ignore[call-overload]  # anything with a shape, or none
     if len(shape) == 3 and all(isinstance(n, int | np.integer) and n > 0 for n in shape):
         check_memory(int(shape[1]), int(shape[2]), int(shape[0]))
 
@@ -129,63 +148,91 @@ def add_image_kernels(
     return crf
 
 
-def _check_params(params: CRFParams | None) -> CRFParams:
-    params = CRFParams() if params is None else params
-    if not isinstance(params, CRFParams):
-        raise TypeError(f"params: expected CRFParams, got {type(params).__name__}")
-    return params
-
-
 def _run(
     crf_for: Callable[[np.ndarray], DenseCRF],
     maps: object,
     name: str,
-    image: np.ndarray,
+    image: object,
     params: CRFParams | None,
-    compat: np.ndarray | None,
+    compat: object,
     callback: Callable[[int, np.ndarray], None] | None,
 ) -> np.ndarray:
-    """Shared body of the entry points: checks, kernels, inference; (L, H, W) out."""
-    params = _check_params(params)
+    """Shared body of the numba entry points: checks, kernels, inference; (L, H, W) out."""
+    params = check_params(params)
     _check_memory_of(maps)
     img = check_image(image)
     h, w = img.shape[:2]
     arr = check_label_maps(maps, name, (h, w), finite=False)
     num_labels = arr.shape[0]
     check_memory(h, w, num_labels)
-    compat = check_compat(compat, num_labels)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: np.ndarray) -> None:
-            callback(it, q.reshape(num_labels, h, w).copy())
-
+    mu = check_compat(compat, num_labels)
+    cb = reshaped(callback, (num_labels, h, w))
     with adapted_threads():
-        crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, compat)
+        crf = add_image_kernels(crf_for(arr.reshape(num_labels, h * w)), img, params, mu)
         q = crf.inference(params.iterations, callback=cb)
     return q.reshape(num_labels, h, w)
 
 
-def _backend(backend: str, *inputs: object) -> str:
-    """The backend to run: "numba" or "torch" (see :data:`BACKENDS`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    # A tensor can only exist once torch is imported: no need to import it here.
-    torch_mod = sys.modules.get("torch")
-    if torch_mod is not None and any(isinstance(x, torch_mod.Tensor) for x in inputs):
-        return "torch"
-    return "numba"
+class ImageCRF(Protocol):
+    """The entry points' signature: ``f(image, maps, params=None, *, compat=None,
+    callback=None, backend="auto")``, ``maps`` being the probabilities, logits or unary
+    (positional: each function has its own name for them). Numpy arrays give an array,
+    a tensor of maps (or ``backend="torch"``) a tensor on the maps' device."""
+
+    @overload
+    def __call__(
+        self,
+        image: np.ndarray,
+        maps: np.ndarray,
+        /,
+        params: CRFParams | None = None,
+        *,
+        compat: np.ndarray | None = None,
+        callback: Callable[[int, np.ndarray], None] | None = None,
+        backend: Literal["auto", "numba"] = "auto",
+    ) -> np.ndarray: ...
+
+    @overload
+    def __call__(
+        self,
+        image: np.ndarray | torch.Tensor,
+        maps: torch.Tensor,
+        /,
+        params: CRFParams | None = None,
+        *,
+        compat: np.ndarray | torch.Tensor | None = None,
+        callback: Callable[[int, torch.Tensor], None] | None = None,
+        backend: Literal["auto", "torch"] = "auto",
+    ) -> torch.Tensor: ...
+
+    @overload
+    def __call__(
+        self,
+        image: object,
+        maps: object,
+        /,
+        params: CRFParams | None = None,
+        *,
+        compat: object = None,
+        callback: Callable[[int, Any], None] | None = None,
+        backend: str = "auto",
+    ) -> np.ndarray | torch.Tensor: ...
 
 
+def _entry_point(fn: Callable[..., np.ndarray | torch.Tensor]) -> ImageCRF:
+    # The function itself, unchanged (its signature and docstring are what help() shows);
+    # type checkers see ImageCRF's overloads instead.
+    return cast(ImageCRF, fn)
+
+
+@_entry_point
 def dense_crf_from_unary(
-    image: np.ndarray,
-    unary: np.ndarray,
+    image: object,
+    unary: object,
     params: CRFParams | None = None,
     *,
-    compat: np.ndarray | None = None,
-    callback: Callable[[int, np.ndarray], None] | None = None,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
     backend: str = "auto",
 ) -> np.ndarray | torch.Tensor:
     """Mean-field marginals (L, H, W) float32 from energies ``unary = -log P`` (L, H, W).
@@ -195,7 +242,7 @@ def dense_crf_from_unary(
     callback(it, q): after each iteration, q the (L, H, W) marginals (a copy).
     backend: see :data:`BACKENDS`; the torch backend returns a tensor on the unary's device.
     """
-    if _backend(backend, image, unary) == "torch":
+    if check_backend(backend, image, unary) == "torch":
         from deeplab.crf import torch_backend
 
         return torch_backend.dense_crf_from_unary(
@@ -204,61 +251,99 @@ def dense_crf_from_unary(
     return _run(DenseCRF, unary, "unary", image, params, compat, callback)
 
 
+@_entry_point
 def dense_crf(
-    image: np.ndarray,
-    probs: np.ndarray,
+    image: object,
+    probs: object,
     params: CRFParams | None = None,
     *,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
     backend: str = "auto",
-    **kwargs: Any,
 ) -> np.ndarray | torch.Tensor:
     """Refine class probabilities (L, H, W) of an (H, W, 3) uint8 RGB image.
 
     Returns the CRF marginals (L, H, W) float32; the label map is ``q.argmax(0)``.
-    Unary energies are ``-log P`` (paper section 4.1). backend: see :data:`BACKENDS`.
+    Unary energies are ``-log P`` (paper section 4). The other arguments are
+    :func:`dense_crf_from_unary`'s.
     """
-    compat = kwargs.pop("compat", None)
-    callback = kwargs.pop("callback", None)
-    if kwargs:
-        raise TypeError(f"dense_crf: unexpected arguments {sorted(kwargs)}")
-    if _backend(backend, image, probs) == "torch":
+    if check_backend(backend, image, probs) == "torch":
         from deeplab.crf import torch_backend
 
         return torch_backend.dense_crf(image, probs, params, compat=compat, callback=callback)
     return _run(DenseCRF.from_probabilities, probs, "probs", image, params, compat, callback)
 
 
+@_entry_point
 def dense_crf_from_logits(
-    image: np.ndarray,
-    logits: np.ndarray,
+    image: object,
+    logits: object,
     params: CRFParams | None = None,
     *,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
     backend: str = "auto",
-    **kwargs: Any,
 ) -> np.ndarray | torch.Tensor:
-    """As :func:`dense_crf` for unnormalised scores (L, H, W), e.g. a network's output."""
-    if _backend(backend, image, logits) == "torch":
+    """As :func:`dense_crf` for unnormalised scores (L, H, W), e.g. a network's output:
+    unary ``-logits``."""
+    if check_backend(backend, image, logits) == "torch":
         from deeplab.crf import torch_backend
 
-        return torch_backend.dense_crf_from_logits(image, logits, params, **kwargs)
+        return torch_backend.dense_crf_from_logits(
+            image, logits, params, compat=compat, callback=callback
+        )
     _check_memory_of(logits)
-    return dense_crf_from_unary(image, unary_from_logits(logits), params, **kwargs)
+    return _run(DenseCRF, unary_from_logits(logits), "unary", image, params, compat, callback)
 
 
+@overload
 def dense_crf_from_labels(
     image: np.ndarray,
     labels: np.ndarray,
-    num_labels: int | None = None,
     params: CRFParams | None = None,
     *,
+    num_labels: int | None = None,
     confidence: float = 0.7,
     unknown: int | None = None,
-    **kwargs: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+    compat: np.ndarray | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
+    backend: Literal["auto", "numba"] = "auto",
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def dense_crf_from_labels(
+    image: object,
+    labels: np.ndarray,
+    params: CRFParams | None = None,
+    *,
+    num_labels: int | None = None,
+    confidence: float = 0.7,
+    unknown: int | None = None,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
+    backend: str = "auto",
+) -> tuple[np.ndarray | torch.Tensor, np.ndarray]: ...
+
+
+def dense_crf_from_labels(
+    image: object,
+    labels: np.ndarray,
+    params: CRFParams | None = None,
+    *,
+    num_labels: int | None = None,
+    confidence: float = 0.7,
+    unknown: int | None = None,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
+    backend: str = "auto",
+) -> tuple[np.ndarray | torch.Tensor, np.ndarray]:
     """Refine a coarse (H, W) label map; pixels equal to ``unknown`` are left to the CRF.
 
-    num_labels defaults to the number of distinct known values' range. Returns
-    (marginals (L, H, W) float32, refined label map (H, W) int64 in the input's values).
+    num_labels defaults to the number of distinct known values' range; confidence is the
+    probability given to each known pixel's label (:func:`~deeplab.crf.unary_from_labels`).
+    The other arguments are :func:`dense_crf_from_unary`'s. Returns (marginals (L, H, W)
+    float32, refined label map (H, W) int64 in the input's values).
     """
     lab = np.asarray(labels)
     if lab.ndim != 2:
@@ -276,5 +361,7 @@ def dense_crf_from_labels(
     if isinstance(num_labels, int | np.integer):  # anything else: unary_from_labels says
         check_memory(lab.shape[0], lab.shape[1], int(num_labels))
     u = unary_from_labels(lab, num_labels, confidence=confidence, unknown=unknown)
-    q = dense_crf_from_unary(image, u, params, **kwargs)
-    return q, channel_to_label(q.argmax(0), unknown).astype(np.int64)
+    q = dense_crf_from_unary(image, u, params, compat=compat, callback=callback, backend=backend)
+    best = q.argmax(0)
+    best_np = best.cpu().numpy() if is_tensor(best) else np.asarray(best)
+    return q, channel_to_label(best_np, unknown).astype(np.int64)

@@ -32,6 +32,7 @@ from deeplab.crf.simd import (
     whole_lanes,
 )
 from deeplab.crf.simd import row_max as row_maximum
+from deeplab.crf.validation import MAX_LATTICE_COORD
 
 _JIT = {"cache": True, "nogil": True}
 _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
@@ -39,10 +40,6 @@ _PAR = {"cache": True, "nogil": True, "parallel": True, "fastmath": True}
 # or fused multiply-adds there, so boundary cases match the reference.
 _PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
 
-# Elevated coordinates are float32 (as in the reference) and exact integers only up to
-# 2^24; past that lattice keys lose precision, so such inputs are refused rather than
-# wrapped silently like the reference's int16 keys.
-MAX_LATTICE_COORD = 2**24
 CHUNK = 1024
 # Lattice values (rows x labels) below which the blur runs on one thread.
 SERIAL_BLUR_LIMIT = 1 << 18
@@ -57,7 +54,6 @@ _EXP_FLOOR = np.float32(-87.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
-_FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 _C2 = np.float32(1.0 / 2.0)
 _C3 = np.float32(1.0 / 6.0)
 _C4 = np.float32(1.0 / 24.0)
@@ -153,28 +149,6 @@ def pad_transpose(src, sign, dst):
                 row[j] = PAD_ENERGY
 
 
-@nb.njit(**_PAR_EXACT)
-def count_invalid(values):
-    """(non-finite, negative) counts of a float32 array, in one parallel pass."""
-    flat = values.reshape(values.size)
-    n = flat.size
-    bad = np.zeros((n + CHUNK * 64 - 1) // (CHUNK * 64), np.int64)
-    neg = np.zeros_like(bad)
-    for ch in nb.prange(bad.size):
-        nb_bad = 0
-        nb_neg = 0
-        # Counted without branches, so that the loop vectorises; -inf counts as both
-        # (callers report non-finite values first). No fast-math here: it would assume
-        # that NaN and inf do not occur.
-        for i in range(ch * CHUNK * 64, min(n, (ch + 1) * CHUNK * 64)):
-            x = flat[i]
-            nb_bad += np.int64(not (abs(x) <= _FLOAT32_MAX))
-            nb_neg += np.int64(x < 0)
-        bad[ch] = nb_bad
-        neg[ch] = nb_neg
-    return int(bad.sum()), int(neg.sum())
-
-
 @nb.njit(**_PAR)
 def row_maxima(values, out):
     """out[k] = max_j values[k, j] for (N, C) float32 values, C a multiple of 8."""
@@ -257,17 +231,16 @@ def _fingerprint(h) -> np.int64:
 
 
 @nb.njit(**_JIT)
-def _lookup(table, keys, key) -> int:
-    """Index of ``key`` in the open-addressing table, or -1."""
-    mask = np.uint64(table.size - 1)
-    hv = _hash(key)
+def _probe(table, keys, key, hv, mask):
+    """Open-addressing search for ``key`` (hash ``hv``): (its index or -1, the slot where
+    the search stopped, which is where an absent key goes)."""
     fp = _fingerprint(hv)
     h = hv & mask
     d = key.size
     while True:
         entry = table[h]
         if entry < 0:
-            return -1
+            return np.int64(-1), h
         if (entry >> np.int64(32)) == fp:
             e = entry & _IDX_MASK
             same = True
@@ -276,8 +249,14 @@ def _lookup(table, keys, key) -> int:
                     same = False
                     break
             if same:
-                return e
+                return e, h
         h = (h + np.uint64(1)) & mask
+
+
+@nb.njit(**_JIT)
+def _lookup(table, keys, key) -> int:
+    """Index of ``key`` in the open-addressing table, or -1."""
+    return _probe(table, keys, key, _hash(key), np.uint64(table.size - 1))[0]
 
 
 @nb.njit(**_JIT)
@@ -426,29 +405,11 @@ def insert_keys(simplex_rem0, simplex_rank):
                 grown[:m] = keys[:m]
                 keys = grown
                 table = _rehash(keys, m, cap)
-            mask = np.uint64(cap - 1)
             hv = _hash(key)
-            fp = _fingerprint(hv)
-            h = hv & mask
-            found = -1
-            while True:
-                entry = table[h]
-                if entry < 0:
-                    break
-                if (entry >> np.int64(32)) == fp:
-                    e = entry & _IDX_MASK
-                    same = True
-                    for i in range(d):
-                        if keys[e, i] != key[i]:
-                            same = False
-                            break
-                    if same:
-                        found = e
-                        break
-                h = (h + np.uint64(1)) & mask
+            found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
             if found < 0:
                 keys[m, :] = key
-                table[h] = (fp << np.int64(32)) | np.int64(m)
+                table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
                 found = m
                 m += 1
             offsets[k, r] = found

@@ -15,7 +15,7 @@ import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf.threads import adapted_threads, thread_shares
-from deeplab.crf.validation import as_float32_2d
+from deeplab.crf.validation import as_float32_2d, check_lattice_range
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,7 @@ class PermutohedralLattice:
     def _build(self, feats: np.ndarray) -> None:
         n, d = feats.shape
         rem0, rank, weights, overflow = kernels.simplex_keys(feats)
-        if overflow:
-            raise ValueError(
-                f"features: lattice coordinates of {overflow} points exceed the supported "
-                f"range ({kernels.MAX_LATTICE_COORD:.1e}); a standard deviation is too small "
-                "for the range of the features"
-            )
+        check_lattice_range(int(overflow))
         offsets, keys, table = kernels.insert_keys(rem0, rank)
         del rem0, rank
         self.num_points = n

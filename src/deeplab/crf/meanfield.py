@@ -17,10 +17,15 @@ import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf.lattice import PermutohedralLattice
-from deeplab.crf.params import NORMALIZATIONS
 from deeplab.crf.simd import LANES
 from deeplab.crf.threads import adapted_threads, rebalance, thread_shares
-from deeplab.crf.validation import as_float32_2d, check_finite
+from deeplab.crf.validation import (
+    as_float32_2d,
+    check_finite,
+    check_iterations,
+    check_no_negatives,
+    check_normalization,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,7 @@ class PairwiseTerm:
 def _normalisation_scales(
     lattice: PermutohedralLattice, normalization: str
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    if normalization == "none":
+    if check_normalization(normalization) == "none":
         return None, None
     # K·1 >= alpha * (weight of the point itself) > 0, but keep the reference's epsilon.
     k1 = lattice.filter_ones().astype(np.float64)
@@ -148,13 +151,9 @@ class DenseCRF:
         # numpy's vectorised minimum and maximum (NaN propagates) clear the usual input in
         # a tenth of the time of counting; the counts are taken only for the message.
         lo, hi = p.min(), p.max()
-        nonfinite = negative = 0
         if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0):
-            nonfinite, negative = kernels.count_invalid(p)
-        if nonfinite:
-            raise ValueError(f"probs: contains {nonfinite} NaN or infinite values")
-        if negative:
-            raise ValueError(f"probs: contains {negative} negative values")
+            check_finite(p, "probs")
+            check_no_negatives(p, "probs")
         # NumPy's log is vectorised; the compiled transpose then pads and interleaves.
         log_p = np.maximum(p, np.float32(floor))
         np.log(log_p, out=log_p)
@@ -345,9 +344,7 @@ class DenseCRF:
         callback(it, q) is called after every update with the (L, N) marginals (a buffer
         that is overwritten on the next update: copy what you keep).
         """
-        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-        iterations = int(iterations)
+        iterations = check_iterations(iterations)
         out = np.empty((self.num_labels, self.num_points), np.float32)
         with adapted_threads():
             plan = self._plan_or_build()

@@ -1,4 +1,5 @@
-"""CRF parameters in the paper's notation, and the authors' presets (SPEC section 4)."""
+"""CRF parameters in the paper's notation (Chen et al. 2015, section 4, eq. 3), and the
+authors' presets (section 5)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deeplab.crf.validation import check_nonnegative, check_positive
+from deeplab.crf._files import write_atomically
+from deeplab.crf.validation import (
+    NORMALIZATIONS,
+    check_iterations,
+    check_nonnegative,
+    check_normalization,
+    check_positive,
+)
 
-NORMALIZATIONS = ("after", "symmetric", "before", "none")
+__all__ = ["NORMALIZATIONS", "PRESETS", "CRFParams", "check_params"]
 
 
 # Smallest standard deviation accepted: features are divided by it in float32.
@@ -50,21 +58,8 @@ class CRFParams:
                 # Features are float32: x / 1e-300 is inf, and the error would name them.
                 raise ValueError(f"{name} must be at least {MIN_THETA:g}, got {theta!r}")
             object.__setattr__(self, name, theta)
-        try:
-            whole = (
-                not isinstance(self.iterations, bool) and int(self.iterations) == self.iterations
-            )
-        except (TypeError, ValueError, OverflowError):  # "10", NaN, Infinity, [10]
-            whole = False
-        if not whole:
-            raise ValueError(f"iterations must be an integer, got {self.iterations!r}")
-        if not 0 <= int(self.iterations) <= 1000:
-            raise ValueError(f"iterations must be in 0..1000, got {self.iterations}")
-        object.__setattr__(self, "iterations", int(self.iterations))
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
-            )
+        object.__setattr__(self, "iterations", check_iterations(self.iterations))
+        check_normalization(self.normalization)
 
     @classmethod
     def preset(cls, name: str) -> CRFParams:
@@ -99,10 +94,8 @@ class CRFParams:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically), readable by :meth:`load` and ``--crf FILE``."""
-        from deeplab.io_utils import atomic_write_bytes
-
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        atomic_write_bytes(Path(path), text.encode())
+        write_atomically(Path(path), text.encode())
 
     @classmethod
     def load(cls, path: str | Path) -> CRFParams:
@@ -135,6 +128,14 @@ class CRFParams:
         raise ValueError(
             f"CRF {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing JSON file"
         )
+
+
+def check_params(params: CRFParams | None) -> CRFParams:
+    """``params``, or the default (``deeplab-largefov``) for None; TypeError for others."""
+    params = CRFParams() if params is None else params
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"params: expected CRFParams, got {type(params).__name__}")
+    return params
 
 
 PRESETS: dict[str, CRFParams] = {

@@ -14,7 +14,7 @@ length is a multiple of LANES; callers check that (:func:`whole_lanes`).
 from __future__ import annotations
 
 import numba as nb
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]  # llvmlite ships no type hints
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -46,6 +46,18 @@ def _row_ptr(context, builder, aryty, ary, row):
 def _width(context, builder, aryty, ary):
     a = context.make_array(aryty)(context, builder, ary)
     return cgutils.unpack_tuple(builder, a.shape, 2)[1]
+
+
+def _arg_row(context, builder, signature, args, array, row):
+    """float* to row ``args[row]`` of the 2-D array ``args[array]`` of an intrinsic."""
+    aryty, ary = signature.args[array], args[array]
+    index = _int64(context, builder, args[row], signature.args[row])
+    return _row_ptr(context, builder, aryty, ary, index)
+
+
+def _arg_width(context, builder, signature, args, array):
+    """Row length of the 2-D array ``args[array]`` of an intrinsic."""
+    return _width(context, builder, signature.args[array], args[array])
 
 
 def _item(context, builder, aryty, ary, i, j):
@@ -189,11 +201,10 @@ def row_max(typingctx, rows, b):
     sig = types.float32(rows, b)
 
     def codegen(context, builder, signature, args):
-        rows_v, b_v = args
-        rows_t, b_t = signature.args
-        src = _row_ptr(context, builder, rows_t, rows_v, _int64(context, builder, b_v, b_t))
+        src = _arg_row(context, builder, signature, args, 0, 1)
         first = _load(builder, src, ir.Constant(_I64, 0))
-        return _fold_row(builder, src, _width(context, builder, rows_t, rows_v), first, _larger)
+        width = _arg_width(context, builder, signature, args, 0)
+        return _fold_row(builder, src, width, first, _larger)
 
     return sig, codegen
 
@@ -204,13 +215,10 @@ def subtract_row(typingctx, out, rows, b, m):
     sig = types.void(out, rows, b, m)
 
     def codegen(context, builder, signature, args):
-        out_v, rows_v, b_v, m_v = args
-        out_t, rows_t, b_t, m_t = signature.args
-        b64 = _int64(context, builder, b_v, b_t)
-        dst = _row_ptr(context, builder, out_t, out_v, b64)
-        src = _row_ptr(context, builder, rows_t, rows_v, b64)
-        m = _broadcast(builder, context.cast(builder, m_v, m_t, types.float32))
-        with _chunks(builder, _width(context, builder, rows_t, rows_v)) as chunk:
+        dst = _arg_row(context, builder, signature, args, 0, 2)
+        src = _arg_row(context, builder, signature, args, 1, 2)
+        m = _broadcast(builder, context.cast(builder, args[3], signature.args[3], types.float32))
+        with _chunks(builder, _arg_width(context, builder, signature, args, 1)) as chunk:
             col = builder.mul(chunk.index, ir.Constant(_I64, LANES))
             _store(builder, builder.fsub(_load(builder, src, col), m, flags=_FAST), dst, col)
         return context.get_dummy_value()
@@ -224,10 +232,8 @@ def normalize_row(typingctx, rows, b):
     sig = types.void(rows, b)
 
     def codegen(context, builder, signature, args):
-        rows_v, b_v = args
-        rows_t, b_t = signature.args
-        row = _row_ptr(context, builder, rows_t, rows_v, _int64(context, builder, b_v, b_t))
-        width = _width(context, builder, rows_t, rows_v)
+        row = _arg_row(context, builder, signature, args, 0, 1)
+        width = _arg_width(context, builder, signature, args, 0)
         s = _fold_row(builder, row, width, ir.Constant(_VEC, [0.0] * LANES), _add)
         inv = _broadcast(builder, builder.fdiv(ir.Constant(_F32, 1.0), s, flags=_FAST))
         with _chunks(builder, width) as chunk:

@@ -4,8 +4,8 @@ On CPU float32 tensors :mod:`deeplab.crf.torch_backend` builds each image's latt
 the numba kernels of :mod:`deeplab.crf.lattice` (a hash table, one pass over the points)
 and filters through them, reading and writing the tensors' own memory (``Tensor.numpy()``
 shares it; the kernels release the GIL). It is the lattice that
-:func:`deeplab.crf.torch_lattice.build_lattice` builds, vertex for vertex (SPEC section 4),
-so results are the generic path's to float32 rounding.
+:func:`deeplab.crf.torch_lattice.build_lattice` builds, vertex for vertex (the permutohedral
+lattice of Krähenbühl & Koltun 2011), so results are the generic path's to float32 rounding.
 
 - :class:`CompiledLattice` has :class:`~deeplab.crf.torch_lattice.TorchLattice`'s filter
   interface: :func:`~deeplab.crf.torch_lattice.lattice_filter` differentiates it as it does
@@ -138,10 +138,10 @@ def compiled_mean_field(
     iterations: int,
     normalization: str,
 ) -> torch.Tensor:
-    """Marginals (B, L, H, W) float32 of ``iterations`` mean-field updates, no gradients.
+    """Marginals (B, L, N) float32 of ``iterations`` mean-field updates, no gradients.
 
-    neg_unary: (B, L, H, W) float32 CPU ``-U``; spatial: (H W, 2) features of the spatial
-    kernel (weight w2) or None; bilateral: (B, H W, 5) features of the bilateral kernel
+    neg_unary: (B, L, N) float32 CPU ``-U``; spatial: (N, d_s) features of the spatial
+    kernel (weight w2) or None; bilateral: (B, N, d_b) features of the bilateral kernel
     (weight w1) or None; compat: (L, L) label compatibility mu, None for Potts. Each image
     runs the numba backend's inference (:meth:`deeplab.crf.meanfield.DenseCRF.inference`)
     on these features, the spatial lattice built once for the batch.
@@ -150,8 +150,8 @@ def compiled_mean_field(
     from deeplab.crf.lattice import PermutohedralLattice
     from deeplab.crf.meanfield import DenseCRF, padded_width
 
-    b, n_lab, h, w = neg_unary.shape
-    maps = neg_unary.detach().to(torch.float32).contiguous().reshape(b, n_lab, h * w).numpy()
+    b, n_lab, n = neg_unary.shape
+    maps = neg_unary.detach().to(torch.float32).contiguous().numpy()
     mu = None if compat is None else compat.detach().to(torch.float32).contiguous().numpy()
     # As the numba backend's images: kernel m costs w_m * mu, Potts weight w_m without mu.
     c1 = w1 if mu is None else np.float32(w1) * mu
@@ -160,9 +160,9 @@ def compiled_mean_field(
     if spatial is not None:
         spatial_lat = PermutohedralLattice(spatial.detach().to(torch.float32).numpy())
     bil = None if bilateral is None else bilateral.detach().to(torch.float32).contiguous().numpy()
-    out = torch.empty((b, n_lab, h, w), dtype=torch.float32)
+    out = torch.empty((b, n_lab, n), dtype=torch.float32)
     for i in range(b):
-        padded = np.empty((h * w, padded_width(n_lab)), np.float32)
+        padded = np.empty((n, padded_width(n_lab)), np.float32)
         kernels.pad_transpose(maps[i], np.float32(1.0), padded)
         crf = DenseCRF(_neg_unary=(padded, n_lab))
         if spatial_lat is not None:
@@ -170,8 +170,8 @@ def compiled_mean_field(
         if bil is not None:
             crf.add_kernel(PermutohedralLattice(bil[i]), c1, normalization)
         q = crf.inference(iterations)
-        out[i].copy_(torch.from_numpy(q).reshape(n_lab, h, w))
-    log.debug("compiled mean field: %d images of %dx%d, %d labels", b, h, w, n_lab)
+        out[i].copy_(torch.from_numpy(q))
+    log.debug("compiled mean field: %d items of %d points, %d labels", b, n, n_lab)
     return out
 
 

@@ -1,10 +1,11 @@
 """The permutohedral lattice in PyTorch, built and filtered on any device.
 
-Same lattice as :mod:`deeplab.crf.kernels` (Adams, Baek & Davis 2010; SPEC section 4): the
-elevation, rounding, rank and barycentric arithmetic repeat the compiled kernel's single
-precision operations one by one, so every point falls in the same simplex with the same
-weights, and vertices are numbered in order of first use, as there. Only the accumulation
-order of the splat differs, which moves filtered values by a few float32 ulps.
+Same lattice as :mod:`deeplab.crf.kernels` (Adams, Baek & Davis 2010, as used by
+Krähenbühl & Koltun 2011): the elevation, rounding, rank and barycentric arithmetic repeat
+the compiled kernel's single precision operations one by one, so every point falls in the
+same simplex with the same weights, and vertices are numbered in order of first use, as
+there. Only the accumulation order of the splat differs, which moves filtered values by a
+few float32 ulps.
 
 Construction uses sorts instead of a hash table: every simplex corner's key is packed into
 one int64 (or, when the coordinates span too many bits, ranked one coordinate at a time),
@@ -24,10 +25,11 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from deeplab.crf.kernels import MAX_LATTICE_COORD
+from deeplab.crf.validation import MAX_LATTICE_COORD, check_finite, check_lattice_range
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +75,7 @@ def simplex_keys(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     elevated[:, 0] = sm
     inside = elevated.abs() <= MAX_LATTICE_COORD
     if not bool(inside.all()):
-        bad = int((~inside.all(1)).sum())
-        raise ValueError(
-            f"features: lattice coordinates of {bad} points exceed the supported range "
-            f"({MAX_LATTICE_COORD:.1e}); a standard deviation is too small for the range "
-            "of the features"
-        )
+        check_lattice_range(int((~inside.all(1)).sum()))
     down = torch.tensor(1.0 / d1, dtype=f32, device=dev)
     v = torch.round(elevated * down)  # round half to even, as rint
     rem0 = v.to(torch.int64) * d1
@@ -273,12 +270,20 @@ class TorchLattice:
             return self.slice(self.blur(self.splat(values.contiguous()), reverse))
 
 
+class LinearFilter(Protocol):
+    """What :func:`lattice_filter` differentiates: a linear filter of (N, C) values and
+    its adjoint (``reverse=True``), e.g. :class:`TorchLattice` or the compiled lattice
+    of :mod:`deeplab.crf.torch_cpu`."""
+
+    def filter(self, values: torch.Tensor, reverse: bool = False) -> torch.Tensor: ...
+
+
 class _LatticeFilter(torch.autograd.Function):
     """The linear filter K (or its adjoint); its gradient is the other one applied to the
     incoming gradient, so only the lattice is kept for the backward pass."""
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor, lattice: TorchLattice, reverse: bool) -> torch.Tensor:
+    def forward(ctx, values: torch.Tensor, lattice: LinearFilter, reverse: bool) -> torch.Tensor:
         ctx.lattice = lattice
         ctx.reverse = reverse
         return lattice.filter(values, reverse)
@@ -291,7 +296,7 @@ class _LatticeFilter(torch.autograd.Function):
 
 
 def lattice_filter(
-    values: torch.Tensor, lattice: TorchLattice, reverse: bool = False
+    values: torch.Tensor, lattice: LinearFilter, reverse: bool = False
 ) -> torch.Tensor:
     """Differentiable Gaussian filtering of (N, C) values over the lattice's points."""
     return _LatticeFilter.apply(values, lattice, reverse)
@@ -315,8 +320,7 @@ def build_lattice(features: torch.Tensor, *, _force_rank: bool = False) -> Torch
     if not features.is_floating_point():
         raise TypeError(f"features: expected a floating point tensor, got {features.dtype}")
     feats = features.to(torch.float32).reshape(b * n, d)
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError("features: contain NaN or infinite values")
+    check_finite(feats, "features", verb="contain")
     dev = feats.device
     d1 = d + 1
     rem0, rank, weights = simplex_keys(feats)

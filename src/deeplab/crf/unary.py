@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab.crf.validation import as_float32, check_finite
+from deeplab.crf.validation import as_float32, check_finite, check_no_negatives, real_array
 
 # Probabilities are clipped here before the log so a hard zero stays a finite energy.
 PROB_FLOOR = 1e-8
 
 
-def unary_from_probs(probs: np.ndarray, *, floor: float = PROB_FLOOR) -> np.ndarray:
+def unary_from_probs(probs: object, *, floor: float = PROB_FLOOR) -> np.ndarray:
     """(L, ...) class probabilities -> float32 energies -log(max(P, floor)).
 
     Rows need not sum to one: a per-point factor adds a constant that cancels in the CRF.
     """
-    p = as_float32(probs, "probs", np.ndim(probs))
+    p = real_array(probs, "probs")
+    p = as_float32(p, "probs", p.ndim)
     if p.ndim < 2:
         raise ValueError(f"probs: expected (L, H, W) or (L, N), got shape {p.shape}")
-    if (p < 0).any():
-        raise ValueError(f"probs: contains {int((p < 0).sum())} negative values")
+    check_no_negatives(p, "probs")
     return -np.log(np.maximum(p, np.float32(floor)))
 
 
-def unary_from_logits(logits: np.ndarray) -> np.ndarray:
+def unary_from_logits(logits: object) -> np.ndarray:
     """(L, ...) unnormalised scores -> energies ``-logits`` (equal to -log softmax up to a
     per-point constant)."""
-    z = as_float32(logits, "logits", np.ndim(logits))
+    z = real_array(logits, "logits")
+    z = as_float32(z, "logits", z.ndim)
     if z.ndim < 2:
         raise ValueError(f"logits: expected (L, H, W) or (L, N), got shape {z.shape}")
     return -z

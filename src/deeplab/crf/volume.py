@@ -2,7 +2,7 @@
 
 Voxel (z, y, x) of a (D, H, W) volume is point ``(z * H + y) * W + x``. With the voxel
 spacing ``(dz, dy, dx)`` in physical units (mm), its position is ``p = (x dx, y dy, z dz)``
-and the two kernels of the image CRF (paper eq. 3, SPEC section 4) become
+and the two kernels of the image CRF (Chen et al. 2015, section 4, eq. 3) become
 
 - bilateral, weight w1: features ``(p / theta_alpha, s_c I_c / theta_beta)`` for every
   intensity channel c (``channel_scale`` s_c, default 1);
@@ -22,15 +22,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from deeplab.crf.dense import _backend, _check_params, available_memory
+from deeplab.crf._callbacks import reshaped
+from deeplab.crf.dense import available_memory
 from deeplab.crf.meanfield import DenseCRF, padded_width
-from deeplab.crf.params import CRFParams
+from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.threads import adapted_threads, thread_shares
-from deeplab.crf.validation import as_float32_2d, check_compat, check_positive, real_array
+from deeplab.crf.validation import (
+    as_float32_2d,
+    check_backend,
+    check_channels,
+    check_compat,
+    check_finite,
+    check_maps_match,
+    check_nonempty,
+    check_num_labels,
+    check_positive,
+    check_rank,
+    real_array,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -71,17 +84,18 @@ def check_spacing(spacing: object, name: str = "spacing") -> Spacing:
         raise ValueError(
             f"{name}: expected three voxel sizes (dz, dy, dx), got {len(values)}: {spacing!r}"
         )
-    out = tuple(check_positive(v, f"{name}[{i}]") for i, v in enumerate(values))
-    return out  # type: ignore[return-value]
+    dz, dy, dx = (check_positive(v, f"{name}[{i}]") for i, v in enumerate(values))
+    return dz, dy, dx
 
 
 def check_channel_scale(scale: object, channels: int) -> tuple[float, ...]:
     """Per-channel intensity factors: None (all 1), one number, or one per channel."""
     if scale is None:
         return (1.0,) * channels
-    if np.ndim(scale) == 0:
-        return (check_positive(scale, "channel_scale"),) * channels  # type: ignore[arg-type]
-    values = list(np.asarray(scale, dtype=object).reshape(-1))
+    boxed = np.asarray(scale, dtype=object)
+    if boxed.ndim == 0:
+        return (check_positive(boxed.item(), "channel_scale"),) * channels
+    values = list(boxed.reshape(-1))
     if len(values) != channels:
         raise ValueError(
             f"channel_scale: expected one factor per intensity channel ({channels}), "
@@ -96,22 +110,11 @@ def check_volume(volume: object, name: str = "volume") -> np.ndarray:
     arr = real_array(volume, name, "real intensities")
     if arr.ndim == 3:
         arr = arr[..., None]
-    if arr.ndim != 4:
-        raise ValueError(
-            f"{name}: expected a (D, H, W) or (D, H, W, C) volume, got shape {arr.shape}"
-        )
-    if min(arr.shape) == 0:
-        raise ValueError(f"{name}: empty volume of shape {arr.shape}")
-    if arr.shape[3] > 16:
-        raise ValueError(
-            f"{name}: {arr.shape[3]} intensity channels (shape {arr.shape}); at most 16. Is "
-            "the channel axis last, (D, H, W, C)?"
-        )
+    check_rank(arr.shape, 4, name, "a (D, H, W) or (D, H, W, C) volume")
+    check_nonempty(arr.shape, name, "volume")
+    check_channels(arr.shape[3], arr.shape, name, "(D, H, W, C)")
     if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            bad = int(arr.size - np.count_nonzero(finite))
-            raise ValueError(f"{name}: contains {bad} NaN or infinite intensities")
+        check_finite(arr, name, "intensities")
     return arr
 
 
@@ -194,32 +197,27 @@ def check_volume_memory(shape: tuple[int, int, int], num_labels: int, channels: 
 
 def _check_memory_of(volume: object, probs: object) -> None:
     """:func:`check_volume_memory` from the shapes alone, before any copy is made."""
-    pshape, vshape = np.shape(probs), np.shape(volume)
+    pshape = np.shape(probs)  # type: ignore[call-overload]  # anything with a shape
+    vshape = np.shape(volume)  # type: ignore[call-overload]
     ok = all(isinstance(n, int | np.integer) and n > 0 for n in (*pshape, *vshape))
     if ok and len(pshape) == 4 and len(vshape) in (3, 4):
         channels = int(vshape[3]) if len(vshape) == 4 else 1
-        check_volume_memory(tuple(int(n) for n in pshape[1:]), int(pshape[0]), channels)
+        d, h, w = (int(n) for n in pshape[1:])
+        check_volume_memory((d, h, w), int(pshape[0]), channels)
 
 
 def check_volume_probs(probs: object, shape: tuple[int, int, int]) -> np.ndarray:
     """(L, D, H, W) probabilities matching the volume, at least 2 labels, as (L, N) float32
     (finiteness and signs are checked by :meth:`DenseCRF.from_probabilities`)."""
-    p = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs)
-    if p.ndim != 4:
-        raise ValueError(
-            f"probs: expected (L, D, H, W) = (L, {shape[0]}, {shape[1]}, {shape[2]}) "
-            f"probabilities, got shape {p.shape}"
-        )
-    if p.shape[1:] != tuple(shape):
-        raise ValueError(
-            f"probs: shape {p.shape} does not match the volume: expected (L, {shape[0]}, "
-            f"{shape[1]}, {shape[2]})"
-        )
-    if p.shape[0] < 2:
-        raise ValueError(f"probs: need at least 2 labels, got {p.shape[0]}")
+    p = real_array(probs, "probs")
+    d, h, w = shape
+    check_rank(p.shape, 4, "probs", f"(L, D, H, W) = (L, {d}, {h}, {w}) probabilities")
+    check_maps_match(p.shape, shape, "probs", "volume")
+    check_num_labels(p.shape[0], "probs")
     return as_float32_2d(p.reshape(p.shape[0], -1), "probs", finite=False)
 
 
+@overload
 def dense_crf_3d(
     volume: np.ndarray,
     probs: np.ndarray,
@@ -229,6 +227,47 @@ def dense_crf_3d(
     channel_scale: float | Sequence[float] | None = None,
     compat: np.ndarray | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    backend: Literal["auto", "numba"] = "auto",
+) -> np.ndarray: ...
+
+
+@overload
+def dense_crf_3d(
+    volume: np.ndarray | torch.Tensor,
+    probs: torch.Tensor,
+    params: CRFParams | None = None,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    channel_scale: float | Sequence[float] | None = None,
+    compat: np.ndarray | torch.Tensor | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+    backend: Literal["auto", "torch"] = "auto",
+) -> torch.Tensor: ...
+
+
+@overload
+def dense_crf_3d(
+    volume: object,
+    probs: object,
+    params: CRFParams | None = None,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    channel_scale: float | Sequence[float] | None = None,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
+    backend: str = "auto",
+) -> np.ndarray | torch.Tensor: ...
+
+
+def dense_crf_3d(
+    volume: object,
+    probs: object,
+    params: CRFParams | None = None,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    channel_scale: float | Sequence[float] | None = None,
+    compat: object = None,
+    callback: Callable[[int, Any], None] | None = None,
     backend: str = "auto",
 ) -> np.ndarray | torch.Tensor:
     """Refine class probabilities (L, D, H, W) of a volume with the dense CRF.
@@ -241,11 +280,11 @@ def dense_crf_3d(
     compatibility (default Potts). callback(it, q): after each update, (L, D, H, W) copy.
     backend: "numba", "torch" or "auto" (torch for tensor inputs); torch returns a tensor
     on the probabilities' device. Returns the marginals (L, D, H, W) float32; labels are
-    ``q.argmax(0)``. Unary ``-log max(P, 1e-8)`` as for images (paper section 4.1).
+    ``q.argmax(0)``. Unary ``-log max(P, 1e-8)`` as for images (paper section 4).
     """
-    params = _check_params(params)
+    params = check_params(params)
     sp = check_spacing(spacing)
-    if _backend(backend, volume, probs) == "torch":
+    if check_backend(backend, volume, probs) == "torch":
         from deeplab.crf import torch_volume
 
         return torch_volume.dense_crf_3d(
@@ -264,17 +303,12 @@ def dense_crf_3d(
     num_labels = p.shape[0]
     check_volume_memory((d, h, w), num_labels, c)
     scale = check_channel_scale(channel_scale, c)
-    compat = check_compat(compat, num_labels)
-    cb = None
-    if callback is not None:
-
-        def cb(it: int, q: np.ndarray) -> None:
-            callback(it, q.reshape(num_labels, d, h, w).copy())
-
+    mu = check_compat(compat, num_labels)
+    cb = reshaped(callback, (num_labels, d, h, w))
     with adapted_threads():
         crf = DenseCRF.from_probabilities(p)
         del p
-        add_volume_kernels(crf, vol, params, sp, scale, compat)
+        add_volume_kernels(crf, vol, params, sp, scale, mu)
         q = crf.inference(params.iterations, callback=cb)
     log.debug("volume CRF: %dx%dx%d, %d channel(s), %d labels", d, h, w, c, num_labels)
     return q.reshape(num_labels, d, h, w)

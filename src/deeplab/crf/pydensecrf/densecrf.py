@@ -13,7 +13,6 @@ TypeError naming the problem where pydensecrf would crash or silently misbehave.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -22,7 +21,8 @@ import numpy as np
 from deeplab.crf.dense import check_memory
 from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.meanfield import DenseCRF as _CoreCRF
-from deeplab.crf.validation import as_float32_2d
+from deeplab.crf.pydensecrf._checks import check_scales, integer, real_numbers
+from deeplab.crf.validation import as_float32_2d, check_finite
 
 __all__ = [
     "CONST_KERNEL",
@@ -89,26 +89,10 @@ _INF_ENERGY = np.float32(1e20)
 # -- argument checks ------------------------------------------------------------------------
 def _count(value: object, name: str, minimum: int = 1) -> int:
     """An integer >= minimum; integral floats are accepted as pydensecrf's int casts do."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected an integer, got {value!r}")
-    try:
-        n = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        if not (isinstance(value, float | np.floating) and float(value).is_integer()):
-            raise TypeError(f"{name}: expected an integer, got {value!r}") from None
-        n = int(value)
+    n = integer(value, name, whole_floats=True)
     if n < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {n}")
     return n
-
-
-def _real_array(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
-    return arr
 
 
 def _sigmas(value: object, count: int, name: str) -> tuple[np.float32, ...]:
@@ -116,13 +100,12 @@ def _sigmas(value: object, count: int, name: str) -> tuple[np.float32, ...]:
     reference passes them to C++ as ``float``)."""
     if isinstance(value, str):
         raise TypeError(f"{name}: expected a number or {count} numbers, got {value!r}")
-    arr = _real_array(value, name).astype(np.float64)
+    arr = real_numbers(value, name).astype(np.float64)
     if arr.ndim == 0:
         arr = np.repeat(arr, count)
     if arr.shape != (count,):
         raise ValueError(f"{name}: expected a number or {count} numbers, got {value!r}")
-    if not (np.isfinite(arr).all() and (arr > 0).all()):
-        raise ValueError(f"{name}: standard deviations must be finite and > 0, got {value!r}")
+    check_scales(arr, name, value)
     return tuple(np.float32(v) for v in arr)
 
 
@@ -154,9 +137,8 @@ def _compatibility(compat: object, num_labels: int) -> float | np.ndarray:
     """
     if isinstance(compat, str):
         raise TypeError(f"compat: expected a number, a vector or a matrix, got {compat!r}")
-    arr = _real_array(compat, "compat")
-    if not np.isfinite(arr).all():
-        raise ValueError("compat: contains NaN or infinite values")
+    arr = real_numbers(compat, "compat")
+    check_finite(arr, "compat")
     if arr.ndim == 0:
         return float(arr)
     if arr.ndim == 1:
@@ -181,7 +163,7 @@ def _compatibility(compat: object, num_labels: int) -> float | np.ndarray:
 
 def _energy_matrix(x: object, name: str) -> np.ndarray:
     """A 2-D float32 copy of an energy; +inf (probability 0) is kept as a huge energy."""
-    arr = _real_array(x, name)
+    arr = real_numbers(x, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
     out = np.array(arr, dtype=np.float32, order="C")
@@ -311,7 +293,7 @@ class DenseCRF:
         compat: a number (Potts weight), a vector of L weights (diagonal compatibility) or
         an (L, L) matrix (symmetrised), with pydensecrf's signs.
         """
-        feats = _real_array(features, "features")
+        feats = real_numbers(features, "features")
         if feats.ndim != 2 or feats.shape[1] != self._nvar or feats.shape[0] < 1:
             raise ValueError(
                 f"Bad shape for pairwise energy (need (d, {self._nvar}) with d >= 1, "
@@ -380,11 +362,10 @@ class DenseCRF:
         return core.kl_divergence(q.T)
 
     def _check_marginals(self, Q: object, name: str) -> np.ndarray:
-        q = _real_array(Q, name)
+        q = real_numbers(Q, name)
         if q.shape != (self._nlabel, self._nvar):
             raise ValueError(f"{name}: expected shape {(self._nlabel, self._nvar)}, got {q.shape}")
-        if not np.isfinite(q).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
+        check_finite(q, name)
         return q
 
 

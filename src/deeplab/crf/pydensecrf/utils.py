@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deeplab.crf.pydensecrf._checks import check_scales, integer, real_numbers
+from deeplab.crf.validation import check_finite
+
 __all__ = [
     "compute_unary",
     "create_pairwise_bilateral",
@@ -23,25 +26,15 @@ __all__ = [
 ]
 
 
-def _real_array(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
-    return arr
-
-
 def _positive_scales(values: object, count: int | None, name: str) -> list[np.float32]:
     """Standard deviations as float32 (pydensecrf divides float32 features by them)."""
     if isinstance(values, str):
         raise TypeError(f"{name}: expected numbers, got {values!r}")
-    arr = _real_array(values, name).astype(np.float64)
+    arr = real_numbers(values, name).astype(np.float64)
     if arr.ndim != 1 or (count is not None and arr.shape[0] != count):
         want = "a sequence" if count is None else f"{count} values"
         raise ValueError(f"{name}: expected {want}, got {values!r}")
-    if not (np.isfinite(arr).all() and (arr > 0).all()):
-        raise ValueError(f"{name}: standard deviations must be finite and > 0, got {values!r}")
+    check_scales(arr, name, values)
     return [np.float32(v) for v in arr]
 
 
@@ -63,12 +56,7 @@ def unary_from_labels(
     ``zero_unsure``, 0 means "unknown" (uniform) and labels 1..n_labels map to channels
     0..n_labels-1; otherwise labels 0..n_labels-1 are the channels.
     """
-    if isinstance(n_labels, bool):
-        raise TypeError(f"n_labels: expected an integer, got {n_labels!r}")
-    try:
-        num = operator.index(n_labels)
-    except TypeError:
-        raise TypeError(f"n_labels: expected an integer, got {n_labels!r}") from None
+    num = integer(n_labels, "n_labels")
     if num < 2:
         raise ValueError(f"n_labels: need at least 2 labels, got {num}")
     if not isinstance(gt_prob, float | int | np.floating) or not 0.0 < float(gt_prob) < 1.0:
@@ -121,7 +109,7 @@ def unary_from_softmax(
     None for no clipping (then a zero probability gives an infinite energy, which
     ``setUnaryEnergy`` accepts).
     """
-    p = _real_array(sm, "sm")
+    p = real_numbers(sm, "sm")
     if p.ndim < 1 or p.shape[0] < 1:
         raise ValueError(f"sm: expected (n_classes, ...) probabilities, got shape {p.shape}")
     if np.isnan(p).any():
@@ -174,23 +162,17 @@ def create_pairwise_bilateral(
     chdim: the channel axis of ``img`` (2 for an (H, W, 3) image); -1 means the image has
     no channel axis (one channel), as in pydensecrf, not "the last axis".
     """
-    im = _real_array(img, "img")
+    im = real_numbers(img, "img")
     if im.ndim < 1 or im.size == 0:
         raise ValueError(f"img: expected a non-empty image, got shape {im.shape}")
-    if isinstance(chdim, bool):
-        raise TypeError(f"chdim: expected an integer, got {chdim!r}")
-    try:
-        axis = operator.index(chdim)
-    except TypeError:
-        raise TypeError(f"chdim: expected an integer, got {chdim!r}") from None
+    axis = integer(chdim, "chdim")
     if axis == -1:
         chans = im[np.newaxis].astype(np.float32)
     else:
         if not -im.ndim <= axis < im.ndim:
             raise ValueError(f"chdim: axis {axis} is out of range for an image of shape {im.shape}")
         chans = np.moveaxis(im, axis, 0).astype(np.float32)
-    if not np.isfinite(chans).all():
-        raise ValueError("img: contains NaN or infinite values")
+    check_finite(chans, "img")
     num_chans = chans.shape[0]
     if isinstance(schan, float | int | np.floating | np.integer) and not isinstance(schan, bool):
         chans /= _positive_scales([schan], 1, "schan")[0]
