@@ -5,6 +5,7 @@ in test_torch_backend.py, which the CRF-only install does not run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -57,7 +58,25 @@ def test_every_public_name_is_listed_and_loads() -> None:
     import deeplab.crf as crf
 
     names = [n for n in crf.__all__ if n not in ("torch_backend", "TorchDenseCRF")]
-    assert {"dense_crf", "dense_crf_3d", "CRFParams", "torch_backend"} <= set(crf.__all__)
+    expected = {"dense_crf", "dense_crf_3d", "CRFParams"}
+    if importlib.util.find_spec("torch") is not None:
+        expected |= {"torch_backend", "TorchDenseCRF"}
+    assert expected <= set(crf.__all__)
     for name in names:
         assert getattr(crf, name) is not None, name
     assert set(crf.__all__) <= set(dir(crf))
+
+
+def test_the_star_import_works_without_torch() -> None:
+    # As on the CRF-only install: every import of torch fails.
+    code = (
+        "import importlib.abc\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from deeplab.crf import *\n"
+        "assert callable(dense_crf) and 'torch_backend' not in dir()\n"
+    )
+    assert "torch" not in loaded_after(code)

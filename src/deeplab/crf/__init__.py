@@ -23,6 +23,7 @@ nothing here imports the rest of the package.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what the lazy look-ups below give, for type checkers (`as`: exported)
@@ -69,7 +70,19 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "unary_from_probs": ("unary", "unary_from_probs"),
 }
 
-__all__ = sorted(_LAZY)
+# `from deeplab.crf import *` loads every name in __all__: where torch is not installed
+# (the CRF-only install) its two names are left out so that the star import still works.
+_NEEDS_TORCH = ("TorchDenseCRF", "torch_backend")
+
+
+def _have_torch() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+__all__ = sorted(name for name in _LAZY if name not in _NEEDS_TORCH or _have_torch())
 
 
 def __getattr__(name: str) -> object:
