@@ -78,10 +78,11 @@ def reporting_disk_full(path: str | os.PathLike[str], needed: int | None) -> Ite
     except DiskFullError:
         raise
     except OSError as exc:
-        if exc.errno not in _FULL:
+        code = exc.errno
+        if code is None or code not in _FULL:
             raise
         target = Path(path)
-        raise DiskFullError(exc.errno, target, needed, _free_bytes(target.parent)) from exc
+        raise DiskFullError(code, target, needed, _free_bytes(target.parent)) from exc
 
 
 def _read_umask() -> int:

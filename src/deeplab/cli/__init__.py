@@ -100,7 +100,7 @@ def add_unavailable(sub: argparse._SubParsersAction, command: str, reason: str) 
 
     hint = reason.rsplit(": ", 1)[-1]
     p = sub.add_parser(command, help=f"(not installed: {hint})", add_help=False)
-    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    p.parse_known_args = parse_known_args
 
 
 def one_line(message: object) -> str:
