@@ -1,4 +1,4 @@
-"""The training recipe (paper section 5, SPEC section 2) as one frozen dataclass per run.
+"""The training recipe (paper section 5, training) as one frozen dataclass per run.
 
 :func:`recipe_for` gives the paper's recipe for a variant; a JSON config file
 (``configs/<variant>.json``) and command-line options override any field, in that order
