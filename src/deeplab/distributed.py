@@ -107,8 +107,10 @@ def setup(device: str | torch.device | None = "auto") -> DistContext:
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs = {"device_id": dev} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, **kwargs)
+        if backend == "nccl":
+            dist.init_process_group(backend=backend, device_id=dev)
+        else:
+            dist.init_process_group(backend=backend)
         owns = True
         log.info("rank %d/%d joined the %s process group on %s", rank, world, backend, dev)
     return DistContext(

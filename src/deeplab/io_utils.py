@@ -1,4 +1,5 @@
-"""Atomic file writes shared by the whole package.
+"""File I/O shared by the whole package: atomic writes, and JSON files read with one-line
+errors (:func:`read_json`).
 
 A reader (another process, a crashed run resumed later) must never see a half-written
 checkpoint, label PNG or report: we write to a temporary file in the destination folder,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "read_json",
     "reporting_disk_full",
 ]
 
@@ -78,10 +81,11 @@ def reporting_disk_full(path: str | os.PathLike[str], needed: int | None) -> Ite
     except DiskFullError:
         raise
     except OSError as exc:
-        if exc.errno not in _FULL:
+        code = exc.errno
+        if code is None or code not in _FULL:
             raise
         target = Path(path)
-        raise DiskFullError(exc.errno, target, needed, _free_bytes(target.parent)) from exc
+        raise DiskFullError(code, target, needed, _free_bytes(target.parent)) from exc
 
 
 def _read_umask() -> int:
@@ -211,3 +215,18 @@ def append_synced(path: str | os.PathLike[str], text: str) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON") -> Any:
+    """The value in a JSON file. Text that is not UTF-8, not valid JSON (``what`` names
+    what it should be) or nested too deeply is a one-line ValueError naming the file; a
+    missing file raises FileNotFoundError."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
+        raise ValueError(f"{p}: not valid {what} ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply") from None

@@ -1,4 +1,4 @@
-"""Key mapping, decimation and input folding (paper sections 3.1-3.2; SPEC section 1)."""
+"""Key mapping, decimation and input folding (paper sections 3.1-3.2)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from deeplab.download import DownloadError, hash_prefix_of
 from deeplab.models import WEIGHTS, WeightsRecord, build_model, load_checkpoint, load_model
 from deeplab.models.remote import converted_checkpoint, downloadable
 from deeplab.models.surgery import fold_torchvision_input
-from deeplab.train.loop import _resolve_init
+from deeplab.train.initial import resolve_init
 from download_server import Route, loopback_server
 
 from .reference import torchvision_vgg16_state
@@ -143,5 +143,5 @@ def test_names_without_a_url_say_where_to_get_the_file(tmp_path, monkeypatch, ca
 
 
 def test_training_init_by_name_downloads_the_file(served) -> None:
-    path = _resolve_init(NAME)
+    path = resolve_init(NAME)
     assert path.parent.name == "downloads" and path.suffix == ".pth" and path.is_file()

@@ -1,4 +1,4 @@
-"""The variant table against the paper (section 3, Table 2) and SPEC.md section 1."""
+"""The variant table against the paper (section 3, Table 2) and the released Caffe configs."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_caffe_pool_arithmetic_equals_torch_ceil_mode(pool: Pool) -> None:
 
 def test_known_output_sizes() -> None:
     # Paper section 3.2: "Given a 306x306 input image, it produces 39x39 dense raw feature
-    # scores"; SPEC: the others map 321 to 41.
+    # scores"; the others map their 321 crops to 41 (the released train nets).
     assert get_variant("deeplab").output_size(306, training=True) == 39
     for name in BIG:
         if name != "deeplab":

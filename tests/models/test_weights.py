@@ -29,7 +29,7 @@ CRF_PRESETS = {"deeplab", "deeplab-msc", "deeplab-largefov", "deeplab-msc-largef
 
 
 def test_records_of_the_released_models_carry_the_paper_scores() -> None:
-    val = {  # SPEC.md section 6 / paper Table 1, VOC 2012 val mean IoU (without, with CRF)
+    val = {  # paper Table 1, VOC 2012 val mean IoU (without, with CRF)
         "deeplab-voc12": (59.80, 63.74),
         "deeplab-msc-voc12": (61.30, 65.21),
         "deeplab-largefov-voc12": (62.25, 67.64),

@@ -1,4 +1,4 @@
-"""The training recipe (paper section 5, SPEC section 2): values, parameter groups, the
+"""The training recipe (paper section 5, training): values, parameter groups, the
 learning-rate schedule, label alignment, config files."""
 
 from __future__ import annotations

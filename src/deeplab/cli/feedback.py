@@ -67,7 +67,9 @@ def crf_kernels_cached() -> bool | None:
             for value in vars(module).values()
             if isinstance(value, CPUDispatcher)
         }
-        indexes = [d._cache._cache_file._index_path for d in found]
+        # numba's dispatcher cache is private API (undeclared in its types); any surprise is
+        # caught below.
+        indexes = [d._cache._cache_file._index_path for d in found]  # type: ignore[attr-defined]
         if not indexes:
             return None
         return any(os.path.exists(p) for p in indexes)

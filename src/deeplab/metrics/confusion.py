@@ -140,9 +140,14 @@ def _json_float(x: float) -> float | None:
 class ConfusionMatrix:
     """Accumulates a (K, K) confusion matrix over many predictions; mergeable by ``+``.
 
-    >>> cm = ConfusionMatrix(21)
-    >>> cm.update(pred, label)            # any matching integer shapes
-    >>> cm.mean_iou(), cm.results()       # results() is JSON-serialisable
+    >>> import numpy as np
+    >>> cm = ConfusionMatrix(3, class_names=["background", "cat", "dog"])
+    >>> label = np.array([[0, 1, 1], [2, 2, 255]])  # any matching integer shapes; 255 is void
+    >>> pred = np.array([[0, 1, 2], [2, 2, 0]])
+    >>> cm.update(pred, label)  # IoU background 1, cat 1/2, dog 2/3
+    ConfusionMatrix(3 classes, 5 pixels, mIoU=0.7222)
+    >>> cm.results()["per_class_iou"]  # results() is JSON-serialisable
+    {'background': 1.0, 'cat': 0.5, 'dog': 0.6666666666666666}
     """
 
     def __init__(

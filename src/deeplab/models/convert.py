@@ -254,9 +254,9 @@ def map_caffe(
             continue
         m.put(f"{src}[0]", f"{ours}.weight", weight)
         m.put(f"{src}[1]", f"{ours}.bias", bias.reshape(-1))
-    for name, blobs in layers.items():
+    for name, layer_blobs in layers.items():
         if name not in used:
-            shape = tuple(blobs[0].shape) if blobs else ()
+            shape = tuple(layer_blobs[0].shape) if layer_blobs else ()
             m.report.unexpected.append((name, shape, "no matching layer in target"))
     return m.finish()
 

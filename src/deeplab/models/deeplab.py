@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
@@ -136,14 +137,24 @@ class DeepLab(VGGTrunk):
             for _, origin in self.variant.tap_geometry(training)[:5]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) Caffe-convention image -> (B,num_classes,h,w) stride-8 logits."""
+    def _check_input(self, x: torch.Tensor, training: bool) -> None:
+        """Raise ValueError unless x is a float (B,3,H,W) batch with a non-empty output."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (B,3,H,W) image batch, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"expected a floating point image batch, got {x.dtype}")
-        if min(self.variant.output_size(n, self.training) for n in x.shape[-2:]) < 1:
+        if min(self.variant.output_size(n, training) for n in x.shape[-2:]) < 1:
             raise ValueError(f"input {tuple(x.shape[-2:])} is too small for {self.variant.name}")
+
+    def _branches(self) -> list[MScBranch]:
+        """The MSc branches on the input and pool1..pool4 (paper section 4.3); empty
+        without MSc."""
+        # A ModuleList holds them (so that they register); its items are typed nn.Module.
+        return [] if self.msc is None else cast("list[MScBranch]", list(self.msc))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) Caffe-convention image -> (B,num_classes,h,w) stride-8 logits."""
+        self._check_input(x, self.training)
         features, taps = self.forward_with_taps(x)
         h = self.drop6(F.relu(self.fc6(features), inplace=True))
         h = self.drop7(F.relu(self.fc7(h), inplace=True))
@@ -151,7 +162,7 @@ class DeepLab(VGGTrunk):
         if self.msc is not None:
             out_hw = (scores.shape[-2], scores.shape[-1])
             shifts = self._shifts[self.training]
-            for branch, tap, shift in zip(self.msc, taps, shifts, strict=True):
+            for branch, tap, shift in zip(self._branches(), taps, shifts, strict=True):
                 # Summing five 1x1 class layers equals one classifier over the concatenated
                 # 5x128 channels (paper: "enhanced by 640 channels").
                 scores = scores + branch(tap, out_hw, shift)
@@ -170,12 +181,7 @@ class DeepLab(VGGTrunk):
         """
         if self.training:
             raise RuntimeError("image_scores follows the released test net: call .eval() first")
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a (B,3,H,W) image batch, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating point image batch, got {x.dtype}")
-        if min(self.variant.output_size(n, False) for n in x.shape[-2:]) < 1:
-            raise ValueError(f"input {tuple(x.shape[-2:])} is too small for {self.variant.name}")
+        self._check_input(x, False)
         height, width = x.shape[-2:]
         features, taps = self.forward_with_taps(x)
         h = F.relu(self.fc6(features))
@@ -185,7 +191,7 @@ class DeepLab(VGGTrunk):
         maps = [scores]
         if self.msc is not None:
             strides = [s for s, _ in self.variant.tap_geometry(False)[:5]]
-            for branch, tap, stride in zip(self.msc, taps, strides, strict=True):
+            for branch, tap, stride in zip(self._branches(), taps, strides, strict=True):
                 maps.append(caffe_interp(branch.forward_dense(tap), stride))
         for m in maps:
             if m.shape[-2] < height or m.shape[-1] < width:
@@ -230,7 +236,7 @@ class DeepLab(VGGTrunk):
 
 @torch.no_grad()
 def init_weights(model: DeepLab) -> None:
-    """Fresh initialisation, as the paper's and SPEC's recipe says.
+    """Fresh initialisation (paper section 5, training; the released prototxt fillers).
 
     Trunk, fc6, fc7: He-normal (fan-in, ReLU gain), zero bias; these are overwritten by the
     ImageNet weights for the paper's variants, and let ``deeplab-largefov-tiny`` train from
@@ -256,7 +262,13 @@ def init_weights(model: DeepLab) -> None:
                 # He init assumes unit-variance inputs; Caffe-convention pixels have a std
                 # of about 58 (ImageNet, 0..255 scale), so scale conv1_1 to match.
                 module.weight.div_(PIXEL_STD)
-            nn.init.zeros_(module.bias)
+            _zero_bias(module)
             continue
         nn.init.normal_(module.weight, 0.0, std)
-        nn.init.zeros_(module.bias)
+        _zero_bias(module)
+
+
+def _zero_bias(conv: nn.Conv2d) -> None:
+    """Set a convolution's bias to 0 (every DeepLab convolution has one)."""
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)

@@ -1,4 +1,4 @@
-"""Training as in the paper (section 5, SPEC section 2), on one process or many.
+"""Training as in the paper (section 5, training), on one process or many.
 
 ::
 
@@ -11,8 +11,10 @@
 Modules: :mod:`~deeplab.train.recipe` (the recipe, parameter groups, LR schedule),
 :mod:`~deeplab.train.data` (the seeded stream, micro-batches; data sources are
 :class:`deeplab.data.DataSpec`),
-:mod:`~deeplab.train.loop` (the loop), :mod:`~deeplab.train.checkpoint` (verified
-safetensors checkpoints), :mod:`~deeplab.train.logs` (JSONL log, training curve),
+:mod:`~deeplab.train.loop` (the loop, step by step), :mod:`~deeplab.train.initial` (the
+network a run starts from), :mod:`~deeplab.train.resume` (RNG and momentum state),
+:mod:`~deeplab.train.checkpoint` (verified safetensors checkpoints),
+:mod:`~deeplab.train.logs` (JSONL log, training curve),
 :mod:`~deeplab.train.end_to_end` (the network and the unrolled CRF trained together),
 :mod:`~deeplab.train.preemption` (SIGTERM/SIGUSR1: a checkpoint, then exit).
 """
@@ -27,8 +29,9 @@ from deeplab.train.checkpoint import (
     save_checkpoint,
 )
 from deeplab.train.data import MicroBatchSampler, TrainStream
+from deeplab.train.initial import initial_model
 from deeplab.train.logs import plot_training_curve, read_log
-from deeplab.train.loop import TrainResult, initial_model, train
+from deeplab.train.loop import TrainResult, train
 from deeplab.train.recipe import (
     Recipe,
     load_config_file,

@@ -1,4 +1,4 @@
-"""The training recipe (paper section 5, SPEC section 2) as one frozen dataclass per run.
+"""The training recipe (paper section 5, training) as one frozen dataclass per run.
 
 :func:`recipe_for` gives the paper's recipe for a variant; a JSON config file
 (``configs/<variant>.json``) and command-line options override any field, in that order
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from torch import nn
 
 from deeplab.crf import CRFParams
 from deeplab.data.balance import BALANCE_MODES
+from deeplab.io_utils import read_json
 from deeplab.models import get_variant
 
 __all__ = [
@@ -326,15 +326,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     ``config.json`` (fields under ``"recipe"``)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = read_json(p)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {p}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
-        raise ValueError(f"{p}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise ValueError(f"{p}: JSON nested too deeply") from None
     if isinstance(data, Mapping) and isinstance(data.get("recipe"), Mapping):
         data = data["recipe"]
     if not isinstance(data, Mapping):
