@@ -33,6 +33,7 @@ endif
 test: $(STAMP) browser
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q
 	$(MAKE) crf-only-check wheel-check
 
@@ -46,6 +47,7 @@ crf-only-check: $(STAMP)
 wheel-check: $(STAMP)
 	$(PY) tests/install_check.py wheel
 
+# The tests alone, slow ones included (make test runs them too, after the static checks).
 test-all: $(STAMP) browser
 	DEEPLAB_REQUIRE_BROWSER=$(IS_ROOT) $(PY) -m pytest -q
 
