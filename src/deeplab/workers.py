@@ -1,6 +1,6 @@
 """The process pool that runs CRF work for ``deeplab evaluate`` and ``deeplab tune-crf``.
 
-The dense CRF of the paper (section 3) runs on the CPU, one image at a time; ``workers``
+The dense CRF of the paper (section 4.2) runs on the CPU, one image at a time; ``workers``
 processes run that many images at once. Each worker pins numba and torch to one thread, so
 N workers use N cores without oversubscribing them, and may load what every task needs once
 when it starts (``setup``: tune-crf's images and saved scores). With ``workers=0`` the work

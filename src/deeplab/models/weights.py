@@ -60,7 +60,7 @@ _TORCHVISION_VGG16 = "https://download.pytorch.org/models/vgg16-397923af.pth"
 @dataclass(frozen=True)
 class WeightsRecord:
     """Published weights for a variant. ``metrics``: VOC 2012 mean IoU (%) from the paper
-    (Table 1/2, section 6) without and with the CRF; ``crf_preset``: the CRF parameters tuned
+    (Table 1/2, section 5) without and with the CRF; ``crf_preset``: the CRF parameters tuned
     for it (:attr:`crf_params`).
 
     Released DeepLab nets also say how to use and judge them: ``caffe_classifier`` (fc8's

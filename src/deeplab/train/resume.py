@@ -1,7 +1,7 @@
 """What a checkpoint carries of the live run besides the weights, and putting it back.
 
 Each process's torch RNG states (so dropout draws continue exactly) and the SGD momentum
-buffers by parameter name (paper section 4.1: momentum 0.9), in the form
+buffers by parameter name (paper section 5: momentum 0.9), in the form
 :class:`deeplab.train.checkpoint.TrainState` stores them.
 """
 
