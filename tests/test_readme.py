@@ -122,12 +122,11 @@ def test_readme_block_runs_as_written(block: Block, workspace: Path) -> None:
 
 
 def test_the_rule_is_kept() -> None:
-    """Every code block is python or bash (or the layout tree), skipped blocks give a
-    reason, and the README says near each skipped block what it needs."""
+    """Every code block is python or bash, skipped blocks give a reason, and the README
+    says near each skipped block what it needs."""
     text = README.read_text(encoding="utf-8").splitlines()
     blocks = readme_blocks()
-    assert {b.language for b in blocks} <= {"python", "bash", ""}
-    assert sum(b.language == "" for b in blocks) == 1  # the layout tree
+    assert {b.language for b in blocks} <= {"python", "bash"}
     for b in blocks:
         if b.mark == "skip":
             assert len(b.reason) > 10, b.name
