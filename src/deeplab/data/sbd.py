@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,7 +39,7 @@ from scipy.io.matlab import MatReadError
 from deeplab.conventions import VOC_CLASSES
 from deeplab.data import image_io
 from deeplab.data.classes import write_label_png
-from deeplab.data.sample import Sample, SegmentationDataset
+from deeplab.data.sample import Sample, SegmentationDataset, check_same_size
 from deeplab.data.voc import (
     AUG_LABEL_DIR,
     AUG_LIST_DIR,
@@ -344,12 +344,24 @@ class SBDSegmentation(SegmentationDataset):
         name = self.names[index]
         image = image_io.load_image(self.image_path(name))
         label = load_sbd_label(self.label_path(name))
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"{self.label_path(name)} is {label.shape[0]}x{label.shape[1]} but its image is "
-                f"{image.shape[0]}x{image.shape[1]} (HxW)"
-            )
+        check_same_size(image, label, self.image_path(name), self.label_path(name))
         return Sample(name=name, image=image, label=label)
+
+
+def _write_labels(
+    out: Path, names: Iterable[str], load: Callable[[str], np.ndarray], overwrite: bool
+) -> int:
+    """Write ``load(name)`` as ``out/<name>.png`` (palette PNG, atomically) for each name,
+    keeping existing files unless ``overwrite`` (so an interrupted run resumes). Returns how
+    many were written."""
+    written = 0
+    for name in names:
+        target = out / f"{name}.png"
+        if target.exists() and not overwrite:
+            continue
+        write_label_png(target, load(name))
+        written += 1
+    return written
 
 
 def convert_sbd_labels(
@@ -371,13 +383,9 @@ def convert_sbd_labels(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for name in names:
-        target = out / f"{name}.png"
-        if target.exists() and not overwrite:
-            continue
-        write_label_png(target, load_sbd_label(root / "cls" / f"{name}.mat"))
-        written += 1
+    written = _write_labels(
+        out, names, lambda name: load_sbd_label(root / "cls" / f"{name}.mat"), overwrite
+    )
     logger.info("converted %d SBD labels to %s", written, out)
     return written
 
@@ -405,15 +413,11 @@ def build_segmentation_class_aug(
     sbd_only = sorted(sbd_names - voc_names) if prefer == "voc" else sorted(sbd_names)
     convert_sbd_labels(sbd, out, names=sbd_only, overwrite=overwrite)
     voc_only = sorted(voc_names) if prefer == "voc" else sorted(voc_names - sbd_names)
-    copied = 0
-    for name in voc_only:
-        target = out / f"{name}.png"
-        if target.exists() and not overwrite:
-            continue
-        # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
-        # indices whatever tool produced the source.
-        write_label_png(target, image_io.load_label(voc / LABEL_DIR / f"{name}.png"))
-        copied += 1
+    # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
+    # indices whatever tool produced the source.
+    copied = _write_labels(
+        out, voc_only, lambda name: image_io.load_label(voc / LABEL_DIR / f"{name}.png"), overwrite
+    )
     logger.info("SegmentationClassAug: %d VOC labels written to %s", copied, out)
     return out
 
