@@ -348,12 +348,21 @@ class SBDSegmentation(SegmentationDataset):
         return Sample(name=name, image=image, label=label)
 
 
+def _sbd_names(root: Path) -> set[str]:
+    """Every image SBD labels: its train and val lists together."""
+    return set(read_name_list(root / "train.txt")) | set(read_name_list(root / "val.txt"))
+
+
 def _write_labels(
-    out: Path, names: Iterable[str], load: Callable[[str], np.ndarray], overwrite: bool
+    out: Path,
+    names: Iterable[str],
+    load: Callable[[str], np.ndarray],
+    overwrite: bool,
+    source: str,
 ) -> int:
     """Write ``load(name)`` as ``out/<name>.png`` (palette PNG, atomically) for each name,
-    keeping existing files unless ``overwrite`` (so an interrupted run resumes). Returns how
-    many were written."""
+    keeping existing files unless ``overwrite`` (so an interrupted run resumes). ``source``
+    ("SBD", "VOC") words the log line. Returns how many were written."""
     written = 0
     for name in names:
         target = out / f"{name}.png"
@@ -361,6 +370,7 @@ def _write_labels(
             continue
         write_label_png(target, load(name))
         written += 1
+    logger.info("wrote %d %s labels to %s", written, source, out)
     return written
 
 
@@ -378,16 +388,12 @@ def convert_sbd_labels(
     """
     root = find_sbd_root(sbd_root)
     if names is None:
-        names = sorted(
-            set(read_name_list(root / "train.txt")) | set(read_name_list(root / "val.txt"))
-        )
+        names = sorted(_sbd_names(root))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = _write_labels(
-        out, names, lambda name: load_sbd_label(root / "cls" / f"{name}.mat"), overwrite
+    return _write_labels(
+        out, names, lambda name: load_sbd_label(root / "cls" / f"{name}.mat"), overwrite, "SBD"
     )
-    logger.info("converted %d SBD labels to %s", written, out)
-    return written
 
 
 def build_segmentation_class_aug(
@@ -409,16 +415,19 @@ def build_segmentation_class_aug(
     sbd = find_sbd_root(sbd_root)
     out = Path(out_dir) if out_dir is not None else voc / AUG_LABEL_DIR
     voc_names = set(read_name_list(voc / "ImageSets" / "Segmentation" / "trainval.txt"))
-    sbd_names = set(read_name_list(sbd / "train.txt")) | set(read_name_list(sbd / "val.txt"))
+    sbd_names = _sbd_names(sbd)
     sbd_only = sorted(sbd_names - voc_names) if prefer == "voc" else sorted(sbd_names)
     convert_sbd_labels(sbd, out, names=sbd_only, overwrite=overwrite)
     voc_only = sorted(voc_names) if prefer == "voc" else sorted(voc_names - sbd_names)
     # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
     # indices whatever tool produced the source.
-    copied = _write_labels(
-        out, voc_only, lambda name: image_io.load_label(voc / LABEL_DIR / f"{name}.png"), overwrite
+    _write_labels(
+        out,
+        voc_only,
+        lambda name: image_io.load_label(voc / LABEL_DIR / f"{name}.png"),
+        overwrite,
+        "VOC",
     )
-    logger.info("SegmentationClassAug: %d VOC labels written to %s", copied, out)
     return out
 
 
