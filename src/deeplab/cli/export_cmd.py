@@ -2,7 +2,7 @@
 
 ::
 
-    deeplab export-onnx --out tiny.onnx     # the shipped synthetic deeplab-largefov-tiny
+    deeplab export-onnx --out tiny.onnx     # the shipped CamVid deeplab-largefov-tiny
     deeplab export-onnx --model deeplab-largefov --weights deeplab-largefov-voc12 \\
         --out largefov.onnx
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from deeplab.cli.network_args import add_network_options, network_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,15 +26,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "PyTorch on two image sizes unless --no-check.",
     )
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write (atomically)")
-    p.add_argument("--model", default=None, help="variant (default: the one the weights name)")
-    p.add_argument(
-        "--weights",
-        default=None,
-        metavar="FILE|NAME|none",
-        help="checkpoint, registered weights name or 'none' (untrained); default: the "
-        "shipped synthetic-scene deeplab-largefov-tiny checkpoint",
-    )
-    p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
+    add_network_options(p, device=False)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
     p.set_defaults(func=run)
@@ -40,14 +34,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab.cli.segment_cmd import warn_weights
     from deeplab.export import export_onnx
-    from deeplab.models import load_network
 
     if args.out.suffix.lower() != ".onnx":
         raise ValueError(f"--out must end in .onnx, got {args.out}")
-    network = load_network(args.model, args.weights, num_classes=args.num_classes)
-    warn_weights(network.info)
+    network = network_from_args(args)
     try:
         result = export_onnx(network.model, args.out, opset=args.opset, check=not args.no_check)
     except ImportError as exc:

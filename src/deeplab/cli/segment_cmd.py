@@ -16,8 +16,9 @@ from pathlib import Path
 from deeplab.cli.crf_cmd import add_param_options, apply_param_options, check_params
 from deeplab.cli.data_args import add_threads_option, apply_threads
 from deeplab.cli.feedback import close_bar, prepare_crf, progress_bar
+from deeplab.cli.network_args import add_network_options, network_from_args, pick_device
 from deeplab.crf import CRFParams
-from deeplab.models.network import NetworkInfo, real_weights_hint, resolve_crf
+from deeplab.models.network import NetworkInfo, resolve_crf
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,16 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", default=None, help="variant (default: the one the weights name)")
-    p.add_argument(
-        "--weights",
-        default=None,
-        metavar="FILE|NAME|none",
-        help="checkpoint, a registered weights name (deeplab.models.WEIGHTS) or 'none' "
-        "(untrained); default: the shipped deeplab-largefov-tiny trained on CamVid street scenes",
-    )
-    p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_network_options(p)
     p.add_argument("--no-overlay", action="store_true", help="do not write colour overlays")
     p.add_argument("--save-probs", action="store_true", help="also write (L, H, W) .npy")
     p.add_argument("--probs-dtype", choices=("float16", "float32"), default="float16")
@@ -56,15 +48,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_param_options(p, default="auto")
     p.set_defaults(func=run)
     return p
-
-
-def pick_device(spec: str) -> str:
-    """--device: "auto" is the GPU when there is one."""
-    if spec == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return spec
 
 
 def check_crf_options(args: argparse.Namespace) -> None:
@@ -86,28 +69,7 @@ def crf_from_args(args: argparse.Namespace, info: NetworkInfo) -> CRFParams | No
     return check_params(apply_param_options(base, args), args)
 
 
-def warn_weights(info: NetworkInfo) -> None:
-    """Say which weights run, and in one line, with how to get real ones, when they are not
-    for photographs."""
-    print(f"network: {info.describe()}", file=sys.stderr)
-    if info.note:
-        print(f"note: {info.note}", file=sys.stderr)
-    if info.kind == "real":
-        return
-    what = (
-        "were trained on synthetic shapes, not on photographs"
-        if info.kind == "synthetic"
-        else "are untrained (random)"
-    )
-    print(
-        f"warning: these weights {what}: their labels for real images are meaningless; "
-        f"{real_weights_hint(info.variant)}",
-        file=sys.stderr,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    from deeplab.models import load_network
     from deeplab.predict import Predictor
     from deeplab.segment import expand_inputs, segment_files
 
@@ -123,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"deeplab segment: skipped {problem}", file=sys.stderr)
     device = pick_device(args.device)
-    network = load_network(args.model, args.weights, num_classes=args.num_classes)
-    warn_weights(network.info)
+    network = network_from_args(args)
     crf = crf_from_args(args, network.info)
     print(f"CRF: {'none' if crf is None else crf.to_dict()}", file=sys.stderr)
     prepare_crf(crf)

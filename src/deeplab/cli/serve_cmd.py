@@ -14,6 +14,7 @@ import ipaddress
 import sys
 
 from deeplab.cli.data_args import add_threads_option, apply_threads
+from deeplab.cli.network_args import add_network_options
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,15 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--model", default=None, help="variant (default: the one the weights name)")
-    p.add_argument(
-        "--weights",
-        default=None,
-        metavar="FILE|NAME|none",
-        help="checkpoint, registered weights name or 'none'; default: the shipped "
-        "deeplab-largefov-tiny trained on CamVid street scenes",
-    )
-    p.add_argument("--num-classes", type=int, default=21, help="classes of --weights none")
+    add_network_options(p)
     p.add_argument(
         "--crf",
         default="auto",
@@ -45,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="the sliders' starting values: a preset or JSON file (default auto: tuned "
         "parameters shipped for the CamVid or synthetic model, else the model's preset)",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (MiB)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="image size limit")
     p.add_argument("--cache", type=int, default=8, help="images whose scores are kept")
@@ -87,9 +79,9 @@ def _is_loopback(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from deeplab.cli.feedback import prepare_crf
-    from deeplab.cli.segment_cmd import pick_device, warn_weights
+    from deeplab.cli.network_args import network_from_args, pick_device
     from deeplab.crf import CRFParams
-    from deeplab.models import load_network, resolve_crf
+    from deeplab.models import resolve_crf
 
     try:
         from deeplab.serve import SegmentService, create_app, serve
@@ -110,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port}: must be 1..65535")
     apply_threads(args)
     device = pick_device(args.device)
-    network = load_network(args.model, args.weights, num_classes=args.num_classes)
-    warn_weights(network.info)
+    network = network_from_args(args)
     crf = resolve_crf(args.crf, network.info)
     prepare_crf(crf)
     service = SegmentService(

@@ -22,7 +22,7 @@ import numpy as np
 from deeplab.conventions import IGNORE_INDEX
 from deeplab.data import image_io
 from deeplab.data.classes import write_label_png
-from deeplab.data.sample import Sample, SegmentationDataset
+from deeplab.data.sample import Sample, SegmentationDataset, check_same_size
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -138,11 +138,7 @@ class FolderDataset(SegmentationDataset):
         name = self.names[index]
         image = image_io.load_image(self._images[name])
         label = image_io.load_label(self._masks[name])
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"mask {self._masks[name]} is {label.shape[0]}x{label.shape[1]} but image "
-                f"{self._images[name]} is {image.shape[0]}x{image.shape[1]} (HxW)"
-            )
+        check_same_size(image, label, self._images[name], self._masks[name])
         if self.validate_values:
             values = np.unique(label)
             bad = values[(values >= self.num_classes) & (values != IGNORE_INDEX)]

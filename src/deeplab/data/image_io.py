@@ -47,6 +47,8 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib
 READ_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "GIF", "WEBP")  # JPEG covers MPO
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# 16-bit grayscale and 32-bit integer: read as integers, range-checked, then 8 bits.
+_INTEGER_MODES = _SIXTEEN_BIT_MODES | {"I"}
 _DIRECT_CONVERT_MODES = frozenset(
     {"1", "L", "P", "LA", "La", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
 )
@@ -104,6 +106,18 @@ def _sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
+def _integer_values(image: Image.Image, what: str, top: int, hint: str) -> np.ndarray:
+    """The pixel values of a 16- or 32-bit integer image, refused unless all lie in 0..top
+    (``what`` names the file in the message, ``hint`` says what to do instead)."""
+    values = np.array(image)
+    if values.size and (values.min() < 0 or values.max() > top):
+        raise ValueError(
+            f"{what} ({image.mode}) has values {values.min()}..{values.max()} outside "
+            f"0..{top}; {hint}"
+        )
+    return values
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB.
 
@@ -115,13 +129,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         mode = image.mode
         if mode == "RGB":
             return np.array(image, dtype=np.uint8)
-        if mode in _SIXTEEN_BIT_MODES or mode == "I":
-            values = np.array(image)
-            if values.size and (values.min() < 0 or values.max() > 65535):
-                raise ValueError(
-                    f"image {p} has 32-bit integer values outside 0..65535; "
-                    f"convert it to 8-bit RGB first"
-                )
+        if mode in _INTEGER_MODES:
+            values = _integer_values(image, f"image {p}", 65535, "convert it to 8-bit RGB first")
             logger.debug("%s: %s image scaled to 8 bits", p, mode)
             gray = _sixteen_bit_to_uint8(values)
             return np.repeat(gray[:, :, None], 3, axis=2)
@@ -155,13 +164,10 @@ def load_label(path: str | os.PathLike[str]) -> np.ndarray:
             return np.array(image, dtype=np.uint8)
         if mode == "1":
             return np.array(image, dtype=np.uint8)
-        if mode in _SIXTEEN_BIT_MODES or mode == "I":
-            values = np.array(image)
-            if values.size and (values.min() < 0 or values.max() > 255):
-                raise ValueError(
-                    f"label mask {p} ({mode}) has values {values.min()}..{values.max()}; "
-                    f"class indices must be 0..254 plus 255 for void"
-                )
+        if mode in _INTEGER_MODES:
+            values = _integer_values(
+                image, f"label mask {p}", 255, "class indices must be 0..254 plus 255 for void"
+            )
             return values.astype(np.uint8)
         if mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
             raise ValueError(

@@ -9,6 +9,7 @@ network's input convention.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from deeplab.conventions import IGNORE_INDEX
 
-__all__ = ["Sample", "SegmentationDataset"]
+__all__ = ["Sample", "SegmentationDataset", "check_same_size"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +61,24 @@ class Sample:
         """Sorted class indices present in the label, void excluded."""
         values = np.unique(self.label)
         return values[values != IGNORE_INDEX]
+
+
+def check_same_size(
+    image: np.ndarray,
+    label: np.ndarray,
+    image_path: str | os.PathLike[str],
+    label_path: str | os.PathLike[str],
+) -> None:
+    """Refuse a label file read for an image of another size: (H, W, 3) image, (H, W) label.
+
+    The datasets that read both from files call it, so the message names the two files
+    (:class:`Sample` itself knows only the sample's name).
+    """
+    if image.shape[:2] != label.shape:
+        raise ValueError(
+            f"{label_path} is {label.shape[0]}x{label.shape[1]} but its image "
+            f"{image_path} is {image.shape[0]}x{image.shape[1]} (HxW)"
+        )
 
 
 class SegmentationDataset(abc.ABC):

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,7 +39,7 @@ from scipy.io.matlab import MatReadError
 from deeplab.conventions import VOC_CLASSES
 from deeplab.data import image_io
 from deeplab.data.classes import write_label_png
-from deeplab.data.sample import Sample, SegmentationDataset
+from deeplab.data.sample import Sample, SegmentationDataset, check_same_size
 from deeplab.data.voc import (
     AUG_LABEL_DIR,
     AUG_LIST_DIR,
@@ -344,12 +344,34 @@ class SBDSegmentation(SegmentationDataset):
         name = self.names[index]
         image = image_io.load_image(self.image_path(name))
         label = load_sbd_label(self.label_path(name))
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"{self.label_path(name)} is {label.shape[0]}x{label.shape[1]} but its image is "
-                f"{image.shape[0]}x{image.shape[1]} (HxW)"
-            )
+        check_same_size(image, label, self.image_path(name), self.label_path(name))
         return Sample(name=name, image=image, label=label)
+
+
+def _sbd_names(root: Path) -> set[str]:
+    """Every image SBD labels: its train and val lists together."""
+    return set(read_name_list(root / "train.txt")) | set(read_name_list(root / "val.txt"))
+
+
+def _write_labels(
+    out: Path,
+    names: Iterable[str],
+    load: Callable[[str], np.ndarray],
+    overwrite: bool,
+    source: str,
+) -> int:
+    """Write ``load(name)`` as ``out/<name>.png`` (palette PNG, atomically) for each name,
+    keeping existing files unless ``overwrite`` (so an interrupted run resumes). ``source``
+    ("SBD", "VOC") words the log line. Returns how many were written."""
+    written = 0
+    for name in names:
+        target = out / f"{name}.png"
+        if target.exists() and not overwrite:
+            continue
+        write_label_png(target, load(name))
+        written += 1
+    logger.info("wrote %d %s labels to %s", written, source, out)
+    return written
 
 
 def convert_sbd_labels(
@@ -366,20 +388,12 @@ def convert_sbd_labels(
     """
     root = find_sbd_root(sbd_root)
     if names is None:
-        names = sorted(
-            set(read_name_list(root / "train.txt")) | set(read_name_list(root / "val.txt"))
-        )
+        names = sorted(_sbd_names(root))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for name in names:
-        target = out / f"{name}.png"
-        if target.exists() and not overwrite:
-            continue
-        write_label_png(target, load_sbd_label(root / "cls" / f"{name}.mat"))
-        written += 1
-    logger.info("converted %d SBD labels to %s", written, out)
-    return written
+    return _write_labels(
+        out, names, lambda name: load_sbd_label(root / "cls" / f"{name}.mat"), overwrite, "SBD"
+    )
 
 
 def build_segmentation_class_aug(
@@ -401,20 +415,19 @@ def build_segmentation_class_aug(
     sbd = find_sbd_root(sbd_root)
     out = Path(out_dir) if out_dir is not None else voc / AUG_LABEL_DIR
     voc_names = set(read_name_list(voc / "ImageSets" / "Segmentation" / "trainval.txt"))
-    sbd_names = set(read_name_list(sbd / "train.txt")) | set(read_name_list(sbd / "val.txt"))
+    sbd_names = _sbd_names(sbd)
     sbd_only = sorted(sbd_names - voc_names) if prefer == "voc" else sorted(sbd_names)
     convert_sbd_labels(sbd, out, names=sbd_only, overwrite=overwrite)
     voc_only = sorted(voc_names) if prefer == "voc" else sorted(voc_names - sbd_names)
-    copied = 0
-    for name in voc_only:
-        target = out / f"{name}.png"
-        if target.exists() and not overwrite:
-            continue
-        # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
-        # indices whatever tool produced the source.
-        write_label_png(target, image_io.load_label(voc / LABEL_DIR / f"{name}.png"))
-        copied += 1
-    logger.info("SegmentationClassAug: %d VOC labels written to %s", copied, out)
+    # Re-encode rather than copy bytes: the output is then guaranteed to be a 'P' PNG of
+    # indices whatever tool produced the source.
+    _write_labels(
+        out,
+        voc_only,
+        lambda name: image_io.load_label(voc / LABEL_DIR / f"{name}.png"),
+        overwrite,
+        "VOC",
+    )
     return out
 
 

@@ -24,14 +24,7 @@ from deeplab.data.camvid import CamVid
 from deeplab.data.folder import FolderDataset
 from deeplab.data.sample import Sample, SegmentationDataset
 from deeplab.data.synthetic import SyntheticScenes
-from deeplab.data.voc import (
-    AUG_LABEL_DIR,
-    AUG_LIST_DIR,
-    LABEL_DIR,
-    LIST_DIRS,
-    VOCSegmentation,
-    find_voc_root,
-)
+from deeplab.data.voc import AUG_LABEL_DIR, AUG_LIST_DIR, LIST_DIRS, VOCSegmentation, find_voc_root
 
 __all__ = ["DATA_KINDS", "DataSpec", "build_dataset", "prepare_voc_command"]
 
@@ -130,7 +123,7 @@ def prepare_voc_command(
 def _voc(spec: DataSpec) -> SegmentationDataset:
     root = find_voc_root(spec.voc_root or "")
     if not spec.split.endswith("_aug"):
-        return VOCSegmentation(root, spec.split, label_dir=LABEL_DIR)
+        return VOCSegmentation(root, spec.split)
     aug = Path(spec.aug_root) if spec.aug_root else root
     labels = aug / AUG_LABEL_DIR
     # Some copies keep train_aug.txt beside VOC's own lists: look where VOCSegmentation does,

@@ -26,7 +26,7 @@ import numpy as np
 from deeplab.conventions import VOC_CLASSES
 from deeplab.data import image_io
 from deeplab.data.classes import write_label_png
-from deeplab.data.sample import Sample, SegmentationDataset
+from deeplab.data.sample import Sample, SegmentationDataset, check_same_size
 
 __all__ = [
     "AUG_LABEL_DIR",
@@ -184,11 +184,7 @@ class VOCSegmentation(SegmentationDataset):
         name = self.names[index]
         image = image_io.load_image(self.image_path(name))
         label = image_io.load_label(self.label_path(name))
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"{self.label_path(name)} is {label.shape[0]}x{label.shape[1]} but its image "
-                f"{self.image_path(name)} is {image.shape[0]}x{image.shape[1]} (HxW)"
-            )
+        check_same_size(image, label, self.image_path(name), self.label_path(name))
         return Sample(name=name, image=image, label=label)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from deeplab.conventions import IGNORE_INDEX
+from deeplab.metrics.counts import Counts, check_classes
 
 __all__ = [
     "IGNORE_INDEX",
@@ -137,7 +138,7 @@ def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-class ConfusionMatrix:
+class ConfusionMatrix(Counts):
     """Accumulates a (K, K) confusion matrix over many predictions; mergeable by ``+``.
 
     >>> import numpy as np
@@ -156,10 +157,7 @@ class ConfusionMatrix:
         class_names: Sequence[str] | None = None,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        check_classes(num_classes, class_names)
         self.num_classes = int(num_classes)
         self.class_names = (
             tuple(class_names) if class_names is not None else tuple(map(str, range(num_classes)))
@@ -189,25 +187,14 @@ class ConfusionMatrix:
         self.matrix += confusion_matrix(pred, label, self.num_classes, self.ignore_index)
         return self
 
-    def reset(self) -> None:
-        self.matrix[...] = 0
+    def _counts(self) -> np.ndarray:
+        return self.matrix
 
-    def _check_compatible(self, other: ConfusionMatrix) -> None:
+    def _check_compatible(self, other: object) -> None:
         if not isinstance(other, ConfusionMatrix):
             raise TypeError(f"cannot merge a ConfusionMatrix with {type(other).__name__}")
         if other.num_classes != self.num_classes or other.class_names != self.class_names:
             raise ValueError("cannot merge confusion matrices over different classes")
-
-    def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        self._check_compatible(other)
-        self.matrix += other.matrix
-        return self
-
-    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        self._check_compatible(other)
-        return ConfusionMatrix.from_matrix(
-            self.matrix + other.matrix, self.class_names, self.ignore_index
-        )
 
     @property
     def num_pixels(self) -> int:

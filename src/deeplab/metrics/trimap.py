@@ -32,6 +32,7 @@ from deeplab.metrics.confusion import (
     mean_iou,
     pixel_accuracy,
 )
+from deeplab.metrics.counts import Counts, check_classes
 
 __all__ = [
     "BANDS",
@@ -135,7 +136,7 @@ def band_masks(
     return (d[None] >= 1) & (d[None] <= ws[:, None, None])
 
 
-class TrimapEvaluator:
+class TrimapEvaluator(Counts):
     """One confusion matrix per band width, accumulated over many images; mergeable by ``+``.
 
     Args:
@@ -158,10 +159,7 @@ class TrimapEvaluator:
         ws = sorted({int(w) for w in widths})
         if not ws or ws[0] < 1:
             raise ValueError(f"band widths must be a non-empty set of integers >= 1, got {ws}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        check_classes(num_classes, class_names)
         self.num_classes = int(num_classes)
         self.widths = tuple(ws)
         self.class_names = tuple(class_names) if class_names is not None else None
@@ -192,23 +190,10 @@ class TrimapEvaluator:
         cumulative = np.cumsum(per_distance, axis=0)
         self.matrices += cumulative[np.asarray(self.widths) - 1]
 
-    def reset(self) -> None:
-        self.matrices[...] = 0
+    def _counts(self) -> np.ndarray:
+        return self.matrices
 
-    def __iadd__(self, other: TrimapEvaluator) -> TrimapEvaluator:
-        self._check_compatible(other)
-        self.matrices += other.matrices
-        return self
-
-    def __add__(self, other: TrimapEvaluator) -> TrimapEvaluator:
-        self._check_compatible(other)
-        out = TrimapEvaluator(
-            self.num_classes, self.widths, self.class_names, self.ignore_index, self.band
-        )
-        out.matrices = self.matrices + other.matrices
-        return out
-
-    def _check_compatible(self, other: TrimapEvaluator) -> None:
+    def _check_compatible(self, other: object) -> None:
         if not isinstance(other, TrimapEvaluator):
             raise TypeError(f"cannot merge a TrimapEvaluator with {type(other).__name__}")
         if (other.num_classes, other.widths, other.band) != (

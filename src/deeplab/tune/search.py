@@ -34,13 +34,7 @@ from deeplab.crf import CRFParams
 from deeplab.data.sample import SegmentationDataset
 from deeplab.metrics import ConfusionMatrix
 from deeplab.saved_scores import saved_num_classes, saved_path
-from deeplab.tune.engine import (
-    Task,
-    TaskResult,
-    group_tasks,
-    load_search_images,
-    score_task,
-)
+from deeplab.tune.engine import Task, TaskResult, group_tasks, load_search_images, score_task
 from deeplab.tune.report import write_report
 from deeplab.tune.result import TuneResult
 from deeplab.tune.search_log import SEARCH_LOG, Entry, SearchLog, rank_entries
