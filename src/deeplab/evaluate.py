@@ -10,7 +10,7 @@ The CRF runs in worker processes (``workers``, :class:`deeplab.workers.WorkerPoo
 thread each, so N workers use N cores) while the main process runs the network. The
 stride-8 scores can be saved per image (``save_logits_dir``, the folder format of
 :mod:`deeplab.saved_scores`), after which :func:`evaluate_saved` re-scores any CRF
-parameters without the network: what CRF tuning needs (paper section 4.1).
+parameters without the network: what CRF tuning needs (paper section 5).
 
 Under ``torchrun`` each process scores every ``world_size``-th image and the confusion
 matrices are summed over processes (``all_reduce``); rank 0 holds the totals.

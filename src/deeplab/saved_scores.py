@@ -1,7 +1,7 @@
 """The saved-scores folder of ``deeplab evaluate --save-logits``: the network's scores per
 image, kept so that CRF experiments (``evaluate --from-logits``, ``deeplab tune-crf``) never
 run the network again (the paper's CRF parameters were chosen this way, by
-cross-validation on val images: paper section 4.1).
+cross-validation on val images: paper section 5).
 
 The folder holds one ``<name>.npz`` per image (``logits`` (L, h, w) float16 or float32,
 ``size`` (H, W), ``padded`` (H', W'); no pickle) and ``meta.json``, a JSON object with what

@@ -1,6 +1,6 @@
 """``deeplab tune-crf``: choosing the CRF parameters by a coarse-to-fine grid search on
 saved network outputs, as the paper chose them by cross-validation on a subset of val
-(section 4.1).
+(section 5).
 
 One concept per module:
 

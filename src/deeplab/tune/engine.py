@@ -1,5 +1,5 @@
 """The scoring engine of ``deeplab tune-crf``: many CRF parameter sets on one image,
-sharing the work they have in common (the search of paper section 4.1).
+sharing the work they have in common (the search of paper section 5).
 
 Scoring one parameter set on one image upsamples the stride-8 scores, builds the unary,
 the spatial lattice (N points, d = 2) and the bilateral lattice (d = 5) with their

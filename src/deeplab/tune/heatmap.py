@@ -1,5 +1,5 @@
 """Heat maps of a CRF parameter search: mean IoU over theta_alpha x theta_beta, the two
-bilateral-kernel widths the paper searches (section 4.1), at the best w1."""
+bilateral-kernel widths the paper searches (section 5), at the best w1."""
 
 from __future__ import annotations
 

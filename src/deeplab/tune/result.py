@@ -1,5 +1,5 @@
 """A finished CRF parameter search: the ranking, the network alone and the reference on
-the same images, and hints on the ranges searched (paper section 4.1)."""
+the same images, and hints on the ranges searched (paper section 5)."""
 
 from __future__ import annotations
 

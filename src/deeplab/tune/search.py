@@ -1,6 +1,6 @@
 """Choosing the CRF parameters: coarse-to-fine grid search on saved network outputs.
 
-The paper (section 4.1) cross-validates w1, theta_alpha and theta_beta on a subset of val
+The paper (section 5) cross-validates w1, theta_alpha and theta_beta on a subset of val
 (100 images) with w2 = theta_gamma = 3 fixed: a coarse grid, then finer steps around the
 best point (:mod:`deeplab.tune.space`).
 

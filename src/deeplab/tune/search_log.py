@@ -1,5 +1,5 @@
 """The resumable record of a CRF parameter search: each parameter set's confusion matrix,
-summed over the search images (paper section 4.1: the parameters are chosen by mean IoU on
+summed over the search images (paper section 5: the parameters are chosen by mean IoU on
 a subset of val), and the ``search.jsonl`` log that keeps them across runs."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The grid a CRF parameter search runs over, and its coarse-to-fine refinement.
 
-The paper (section 4.1) chooses w1, theta_alpha and theta_beta by cross-validation on a
+The paper (section 5) chooses w1, theta_alpha and theta_beta by cross-validation on a
 subset of val, with w2 = theta_gamma = 3 fixed: a coarse grid (w1 in 5:10, theta_alpha in
 50:10:100, theta_beta in 3:1:10, MATLAB notation) and then finer steps around the best
 point. Here each round after the first halves the step of every searched axis in a window
@@ -108,7 +108,7 @@ class Range:
 class SearchSpace:
     """A grid over the CRF parameters: one :class:`Range` per field of :data:`AXES`.
 
-    The defaults are the paper's coarse grid (section 4.1) with the pos kernel fixed at
+    The defaults are the paper's coarse grid (section 5) with the pos kernel fixed at
     w2 = theta_gamma = 3, DeepLab's 10 iterations and normalise-after.
     """
 
