@@ -254,14 +254,19 @@ def test_refine_downscales_big_images_for_the_crf_and_reports_each_iteration() -
     np.testing.assert_array_equal(refine(image, scores, params, max_pixels=1200), full)
     seen: list[int] = []
     labels, probs = refine(
-        image, scores, params, max_pixels=300, callback=seen.append, keep_probs=True
+        image,
+        scores,
+        params,
+        max_pixels=300,
+        callback=lambda it, q: seen.append(it),
+        keep_probs=True,
     )
     assert seen == [0, 1, 2]
     assert labels.shape == (30, 40) and labels.dtype == np.uint8
     assert probs.shape == (3, 30, 40)
     np.testing.assert_array_equal(probs.argmax(0), labels)
 
-    def stop(it: int) -> None:
+    def stop(it: int, q: np.ndarray) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

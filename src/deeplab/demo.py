@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from deeplab.crf import CRFParams, dense_crf_from_logits
+from deeplab.crf import CRFParams
 from deeplab.data.camvid import CAMVID_CLASSES, CamVid
 from deeplab.data.classes import IGNORE_INDEX
 from deeplab.data.image_io import save_png
@@ -47,7 +47,7 @@ from deeplab.models import (
     shipped_crf_params,
     shipped_weights,
 )
-from deeplab.predict import Predictor
+from deeplab.predict import Predictor, refine
 from deeplab.report import Figure, ReportData, ScenePanel, write_report
 
 __all__ = [
@@ -245,11 +245,11 @@ def scene_panel(
 
     def keep(it: int, q: np.ndarray) -> None:
         if it + 1 in want:
-            seen[it + 1] = q
+            seen[it + 1] = q.copy()
 
     # Beliefs need iteration 10 even when the CRF in use stops earlier.
     longest = params.replace(iterations=max(params.iterations, *BELIEF_ITERATIONS))
-    dense_crf_from_logits(image, logits, longest, callback=keep)
+    refine(image, logits, longest, callback=keep)
     beliefs += [(f"CRF iteration {it}", seen[it][cls]) for it in BELIEF_ITERATIONS]
     final = seen[params.iterations] if params.iterations > 0 else logits
     return ScenePanel(

@@ -187,7 +187,7 @@ def refine(
     params: CRFParams | None,
     *,
     max_pixels: int | None = None,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
     keep_probs: Literal[False] = False,
 ) -> np.ndarray: ...
 
@@ -199,7 +199,7 @@ def refine(
     params: CRFParams | None,
     *,
     max_pixels: int | None = None,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
     keep_probs: Literal[True],
 ) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -210,7 +210,7 @@ def refine(
     params: CRFParams | None,
     *,
     max_pixels: int | None = None,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
     keep_probs: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Labels of an (H, W, 3) uint8 RGB image from its network scores (paper section 4).
@@ -225,8 +225,10 @@ def refine(
             most this many pixels (:func:`crf_size`; ``theta_alpha`` and ``theta_gamma`` are
             widths in pixels and are scaled alike), its labels scaled back up (nearest): a
             bound on the CRF's memory and time. None: always at full size.
-        callback: called with the iteration number (from 0) after every mean-field
-            iteration; an exception it raises (a cancelled job) ends the CRF.
+        callback: ``callback(it, q)`` after every mean-field iteration: the iteration
+            number (from 0) and the (L, h, w) marginals at the CRF's size (a buffer the next
+            iteration overwrites: copy what you keep); an exception it raises (a cancelled
+            job) ends the CRF.
         keep_probs: also return (L, H, W) float32 probabilities: the CRF marginals, or the
             softmax of the scores without a CRF.
 
@@ -263,8 +265,8 @@ def refine(
     hook = None
     if callback is not None:
 
-        def hook(it: int, _: np.ndarray) -> None:
-            callback(it)
+        def hook(it: int, q: np.ndarray) -> None:
+            callback(it, q.reshape(num_labels, ch, cw))
 
     with adapted_threads():
         crf = DenseCRF(unary.reshape(num_labels, ch * cw))

@@ -268,7 +268,7 @@ class SegmentService:
                 entry.logits,
                 params,
                 max_pixels=self.crf_max_pixels,
-                callback=None if cancel is None else (lambda _: _check(cancel)),
+                callback=None if cancel is None else (lambda _it, _q: _check(cancel)),
             )
         except ValueError as exc:  # valid fields the CRF cannot use, e.g. theta 1e-30
             raise ServiceError(422, f"the CRF cannot run with these parameters: {exc}") from None
