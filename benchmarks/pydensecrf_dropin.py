@@ -47,7 +47,7 @@ def classic_demo(dcrf: ModuleType, utils: ModuleType, img: np.ndarray, labels: n
 
 
 def deeplab_largefov(dcrf: ModuleType, utils: ModuleType, img: np.ndarray, probs: np.ndarray):
-    """DeepLab-LargeFOV's CRF (SPEC section 4) written against the pydensecrf API."""
+    """DeepLab-LargeFOV's CRF (paper section 4.2) written against the pydensecrf API."""
     d = dcrf.DenseCRF2D(img.shape[1], img.shape[0], probs.shape[0])
     d.setUnaryEnergy(utils.unary_from_softmax(probs))
     d.addPairwiseGaussian(sxy=3, compat=3, normalization=dcrf.NORMALIZE_AFTER)

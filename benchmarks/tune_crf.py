@@ -1,4 +1,4 @@
-"""The CRF tuning and trimap experiment on held-out synthetic scenes (SPEC sections 4-5).
+"""The CRF tuning and trimap experiment on held-out synthetic scenes (paper sections 4.2 and 5).
 
 Runs the documented commands in order, timing each, then prints what they measured:
 
