@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sbd_files import make_sbd
+from sbd_files import sbd_for_voc_sample
 
 from deeplab.cli import main
 from deeplab.data import DataSpec, build_dataset
@@ -24,20 +23,7 @@ def _files(root: Path) -> dict[str, int]:
 def sbd_for(voc_copy: Path, tmp_path: Path) -> Path:
     """A tiny SBD covering both VOC sample images plus two of its own (copied into the VOC
     folder's JPEGImages, as in the real data)."""
-    voc_32 = load_label(voc_copy / "SegmentationClass" / "2007_000032.png")
-    voc_33 = load_label(voc_copy / "SegmentationClass" / "2007_000033.png")
-    new_a = np.full((20, 30), 7, dtype=np.uint8)
-    new_b = np.zeros((25, 15), dtype=np.uint8)
-    new_b[5:10] = 12
-    root = make_sbd(
-        tmp_path / "sbd",
-        {"2008_000001": new_a, "2007_000033": np.where(voc_33 == 255, 0, voc_33)},
-        {"2008_000002": new_b, "2007_000032": np.where(voc_32 == 255, 0, voc_32)},
-    )
-    sbd_img = root / "benchmark_RELEASE" / "dataset" / "img"
-    for name in ("2008_000001", "2008_000002"):
-        shutil.copy(sbd_img / f"{name}.jpg", voc_copy / "JPEGImages" / f"{name}.jpg")
-    return root
+    return sbd_for_voc_sample(voc_copy, tmp_path / "sbd")[0]
 
 
 def test_opening_train_aug_unprepared_names_the_folder_and_the_command(

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
-from sbd_files import make_sbd, write_gtcls
+from sbd_files import make_sbd, sbd_for_voc_sample, write_gtcls
 
 from deeplab.data.image_io import load_label
 from deeplab.data.sbd import (
@@ -118,19 +117,8 @@ def test_train_aug_counts_follow_the_set_algebra() -> None:
 
 def test_aug_lists_and_label_folder_end_to_end(voc_copy: Path, tmp_path: Path) -> None:
     # VOC sample: 2007_000032 (train), 2007_000033 (val). SBD covers both plus two new images.
-    voc_32 = load_label(voc_copy / "SegmentationClass" / "2007_000032.png")
-    voc_33 = load_label(voc_copy / "SegmentationClass" / "2007_000033.png")
-    new_a = np.full((20, 30), 7, dtype=np.uint8)
-    new_b = np.zeros((25, 15), dtype=np.uint8)
-    new_b[5:10] = 12
-    root = make_sbd(
-        tmp_path / "sbd",
-        {"2008_000001": new_a, "2007_000033": np.where(voc_33 == 255, 0, voc_33)},
-        {"2008_000002": new_b, "2007_000032": np.where(voc_32 == 255, 0, voc_32)},
-    )
-    sbd_img = root / "benchmark_RELEASE" / "dataset" / "img"
-    for name in ("2008_000001", "2008_000002"):
-        shutil.copy(sbd_img / f"{name}.jpg", voc_copy / "JPEGImages" / f"{name}.jpg")
+    root, expected = sbd_for_voc_sample(voc_copy, tmp_path / "sbd")
+    voc_32, new_a, new_b = (expected[n] for n in ("2007_000032", "2008_000001", "2008_000002"))
 
     paths = write_aug_lists(voc_copy, root)
     assert read_name_list(paths["train_aug"]) == ["2007_000032", "2008_000001", "2008_000002"]
