@@ -43,6 +43,7 @@ from deeplab.crf.torch_meanfield import (
     build_kernels,
     float_maps,
     solve,
+    with_overrides,
 )
 from deeplab.crf.unary import PROB_FLOOR
 from deeplab.crf.validation import (
@@ -205,23 +206,17 @@ def mean_field(
     Gradients flow to unary, tensor w1 / w2 and compat.
     """
     u = float_maps(unary, "unary", "(B, L, H, W)")
-    p = check_params(params).replace(
+    p, w1_, w2_ = with_overrides(
+        params,
+        w1,
+        w2,
         theta_alpha=theta_alpha,
         theta_beta=theta_beta,
         theta_gamma=theta_gamma,
         iterations=iterations,
         normalization=normalization,
     )
-    return _solve_images(
-        images,
-        -u,
-        p,
-        p.w1 if w1 is None else w1,
-        p.w2 if w2 is None else w2,
-        compat,
-        log_marginals,
-        callback,
-    )
+    return _solve_images(images, -u, p, w1_, w2_, compat, log_marginals, callback)
 
 
 # -- the single-image API (the numba backend's signatures) -----------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
+from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.torch_cpu import (
     CompiledLattice,
     build_compiled_lattice,
@@ -104,6 +105,18 @@ def float_maps(x: object, name: str, layout: str) -> torch.Tensor:
     check_nonempty(t.shape, name)
     check_finite(t, name)
     return t
+
+
+def with_overrides(
+    params: CRFParams | None,
+    w1: Weight | None,
+    w2: Weight | None,
+    **fields: float | int | str | None,
+) -> tuple[CRFParams, Weight, Weight]:
+    """``params`` (default ``deeplab-largefov``) with the keyword fields a caller gave (None:
+    keep), and the weights to run: tensors or floats given, else the parameters' own."""
+    p = check_params(params).replace(**fields)
+    return p, p.w1 if w1 is None else w1, p.w2 if w2 is None else w2
 
 
 def kernel_used(w: Weight, name: str) -> bool:

@@ -18,7 +18,14 @@ import torch
 
 from deeplab.crf._callbacks import reshaped
 from deeplab.crf.params import CRFParams, check_params
-from deeplab.crf.torch_meanfield import Callback, Weight, as_tensor, float_maps, solve
+from deeplab.crf.torch_meanfield import (
+    Callback,
+    Weight,
+    as_tensor,
+    float_maps,
+    solve,
+    with_overrides,
+)
 from deeplab.crf.unary import PROB_FLOOR
 from deeplab.crf.validation import (
     check_channels,
@@ -157,14 +164,16 @@ def mean_field_3d(
     (B, L, D, H, W) detached.
     """
     u = float_maps(unary, "unary", "(B, L, D, H, W)")
-    p = check_params(params).replace(
+    p, w1_, w2_ = with_overrides(
+        params,
+        w1,
+        w2,
         theta_alpha=theta_alpha,
         theta_beta=theta_beta,
         theta_gamma=theta_gamma,
         iterations=iterations,
         normalization=normalization,
     )
-    w1_, w2_ = p.w1 if w1 is None else w1, p.w2 if w2 is None else w2
     sp = check_spacing(spacing)
     return _solve_volumes(
         volumes, -u, p, w1_, w2_, sp, channel_scale, compat, log_marginals, callback
