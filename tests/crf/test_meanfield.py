@@ -197,3 +197,42 @@ def test_add_term_refuses_what_does_not_fit() -> None:
         crf.add_term(mine, np.ones((4, 4)))
     with pytest.raises(ValueError, match="finite"):
         crf.add_term(mine, float("nan"))
+
+
+def test_sets_over_the_same_lattices_share_the_first_splat(monkeypatch) -> None:
+    # deeplab tune-crf runs many weights over one pair of lattices: the first update's splat
+    # (softmax(-U), blurred) is computed once and reused, with exactly the marginals of a
+    # CRF built for each set. "after" normalisation: its softmax shift depends on the weights.
+    from deeplab.crf import kernels
+
+    rng = np.random.default_rng(13)
+    n, labels = 600, 4
+    u = rng.normal(size=(labels, n)).astype(np.float32) * 2
+    spatial = rng.uniform(0, 6, size=(n, 2))
+    colours = [rng.uniform(0, 4, size=(n, 5)) for _ in range(2)]
+    scratch = DenseCRF(u)
+    t_spatial = scratch.add_kernel(spatial, compat=1.0)
+    t_colour = [scratch.add_kernel(c, compat=1.0) for c in colours]
+    passes = []
+    real_pass = kernels.meanfield_pass
+    monkeypatch.setattr(kernels, "meanfield_pass", lambda *a: passes.append(1) or real_pass(*a))
+    crf = DenseCRF(u)
+    # (bilateral, w1, w2, iterations, whether the first splat is reused)
+    for which, w1, w2, iters, reused in (
+        (0, 5.0, 3.0, 4, False),
+        (0, 9.0, 1.0, 4, True),
+        (0, 2.0, 3.0, 7, True),
+        (1, 5.0, 3.0, 4, False),
+        (0, 5.0, 3.0, 4, False),
+        (0, 5.0, 3.0, 0, False),
+    ):
+        crf.clear_kernels()
+        crf.add_term(t_spatial, w2)
+        crf.add_term(t_colour[which], w1)
+        passes.clear()
+        q = crf.inference(iters)
+        assert len(passes) == iters + (not reused)
+        fresh = DenseCRF(u)
+        fresh.add_kernel(spatial, compat=w2)
+        fresh.add_kernel(colours[which], compat=w1)
+        np.testing.assert_array_equal(q, fresh.inference(iters))

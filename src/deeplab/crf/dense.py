@@ -21,6 +21,7 @@ import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf._callbacks import reshaped
+from deeplab.crf.kernel_cache import add_cached_kernel
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.threads import adapted_threads, thread_shares
@@ -126,6 +127,26 @@ def _check_memory_of(maps: object) -> None:
         check_memory(int(shape[1]), int(shape[2]), int(shape[0]))
 
 
+def add_spatial_kernel(
+    crf: DenseCRF,
+    height: int,
+    width: int,
+    theta_gamma: float,
+    compat: float | np.ndarray,
+    normalization: str,
+) -> None:
+    """Add the spatial kernel of an H x W image (kept for the next image of this size,
+    see :mod:`deeplab.crf.kernel_cache`)."""
+    theta = float(theta_gamma)
+    add_cached_kernel(
+        crf,
+        ("image spatial", height, width, theta),
+        lambda: spatial_features(height, width, theta),
+        compat,
+        normalization,
+    )
+
+
 def add_image_kernels(
     crf: DenseCRF,
     image: np.ndarray,
@@ -138,7 +159,7 @@ def add_image_kernels(
     c1 = params.w1 if compat is None else params.w1 * compat
     c2 = params.w2 if compat is None else params.w2 * compat
     if params.w2 > 0:
-        crf.add_kernel(spatial_features(h, w, params.theta_gamma), c2, params.normalization)
+        add_spatial_kernel(crf, h, w, params.theta_gamma, c2, params.normalization)
     if params.w1 > 0:
         crf.add_kernel(
             bilateral_features(image, params.theta_alpha, params.theta_beta),

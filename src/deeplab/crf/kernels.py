@@ -173,22 +173,26 @@ def transpose(src, dst):
 
 @nb.njit(**_PAR)
 def fill_term_columns(
-    offsets, weights, base, in_scale, out_scale, coef, col, all_offsets, splat_w, slice_w
-):
+    offsets, weights, base, in_scale, out_scale, coef, col, all_offsets, splat_w, slice_w,
+    slice_only,
+):  # fmt: skip
     """Write one kernel's corners into columns col..col+d of the stacked (N, S) arrays:
     offsets shifted by ``base`` rows, splat weights times in_scale (if any), slice weights
-    times coef and out_scale (if any)."""
+    times coef and out_scale (if any); with ``slice_only`` the slice weights alone."""
     n, d1 = offsets.shape
     has_in = in_scale.size > 0
     has_out = out_scale.size > 0
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
         for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            a = in_scale[k] if has_in else _ONE
             b = coef * out_scale[k] if has_out else coef
+            for r in range(d1):
+                slice_w[k, col + r] = weights[k, r] * b
+            if slice_only:
+                continue
+            a = in_scale[k] if has_in else _ONE
             for r in range(d1):
                 all_offsets[k, col + r] = offsets[k, r] + base
                 splat_w[k, col + r] = weights[k, r] * a
-                slice_w[k, col + r] = weights[k, r] * b
 
 
 @nb.njit(**_PAR_EXACT)

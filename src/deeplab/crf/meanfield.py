@@ -116,6 +116,28 @@ class _Plan:
             term.lattice.blur(block, tmp)
 
 
+def _same_kernels(a: list[PairwiseTerm], b: list[PairwiseTerm]) -> bool:
+    """Whether two lists of kernels splat the same way: the same lattices and input scales
+    (objects, not values), in the same order; their weights may differ."""
+    return len(a) == len(b) and all(
+        s.lattice is t.lattice and s.in_scale is t.in_scale for s, t in zip(a, b, strict=True)
+    )
+
+
+@dataclass
+class _FirstSplat:
+    """The blurred splat of softmax(-U), (R, W): what the second update reads. It depends
+    on the kernels' lattices, input scales and the number of scatter shares, not on their
+    weights, so parameter sets that differ only in weights share it."""
+
+    terms: list[PairwiseTerm]
+    shares: int
+    values: np.ndarray
+
+    def fits(self, plan: _Plan, shares: int) -> bool:
+        return shares == self.shares and _same_kernels(self.terms, plan.terms)
+
+
 class DenseCRF:
     """Fully connected CRF over N points and L labels.
 
@@ -140,6 +162,10 @@ class DenseCRF:
         self._neg_unary = neg_unary
         self.terms: list[PairwiseTerm] = []
         self._plan: _Plan | None = None
+        self._last_plan: _Plan | None = None
+        # Kept only once the CRF serves several parameter sets (see clear_kernels).
+        self._first_splat: _FirstSplat | None = None
+        self._keep_first_splat = False
 
     @classmethod
     def from_probabilities(cls, probs: np.ndarray, floor: float = 1e-8) -> DenseCRF:
@@ -219,6 +245,8 @@ class DenseCRF:
         """Remove every kernel; the unary stays (one CRF then serves many parameter sets)."""
         self.terms.clear()
         self._plan = None
+        # Parameter sets that differ only in weights start from the same first splat.
+        self._keep_first_splat = True
 
     def _check_compat(self, compat: Compat) -> Compat:
         if isinstance(compat, np.ndarray) or np.ndim(compat) > 0:
@@ -243,8 +271,14 @@ class DenseCRF:
         terms = [t for t in self.terms if not (t.is_potts and float(t.compat) == 0.0)]
         n = self.num_points
         cols = sum(t.lattice.dim + 1 for t in terms)
-        offsets = np.empty((n, cols), np.int32)
-        splat_w = np.empty((n, cols), np.float32)
+        # Another parameter set over the same lattices and scales: only the weights differ.
+        prev = self._last_plan
+        slice_only = prev is not None and _same_kernels(prev.terms, terms)
+        if prev is not None and slice_only:
+            offsets, splat_w = prev.offsets, prev.splat_w
+        else:
+            offsets = np.empty((n, cols), np.int32)
+            splat_w = np.empty((n, cols), np.float32)
         slice_w = np.empty((n, cols), np.float32)
         empty = np.empty(0, np.float32)
         row_base: list[int] = []
@@ -266,6 +300,7 @@ class DenseCRF:
                 offsets,
                 splat_w,
                 slice_w,
+                slice_only,
             )
             if not term.is_potts:
                 mu = np.zeros((self.width, self.width), np.float32)
@@ -277,7 +312,7 @@ class DenseCRF:
 
     def _plan_or_build(self) -> _Plan:
         if self._plan is None:
-            self._plan = self._build_plan()
+            self._plan = self._last_plan = self._build_plan()
         return self._plan
 
     def _lattice_buffers(self, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -385,7 +420,15 @@ class DenseCRF:
         # between updates unless the caller wants to see it.
         values, tmp, private = self._lattice_buffers(plan)
         shift = self._softmax_shift(plan)
-        for p in range(iterations + 1):
+        # The first pass, softmax(-U), subtracts each row's own maximum: the bound depends
+        # on the weights, and the first splat must not (see _FirstSplat).
+        row_max = np.empty(0, np.float32)
+        first = 0
+        saved = self._first_splat
+        if saved is not None and iterations > 0 and saved.fits(plan, private.shape[0]):
+            values[:] = saved.values
+            first = 1
+        for p in range(first, iterations + 1):
             if p > 0:  # the load may have changed since the last update
                 rebalance()
             last = p == iterations
@@ -401,13 +444,15 @@ class DenseCRF:
                 show,
                 not last,
                 p > 0,
-                shift,
+                shift if p > 0 else row_max,
             )
             if p > 0 and callback is not None:
                 callback(p - 1, out)
             if not last:
                 kernels.reduce_private(private, values)
                 plan.blur(values, tmp)
+                if p == 0 and self._keep_first_splat:
+                    self._first_splat = _FirstSplat(plan.terms, private.shape[0], values.copy())
 
     def _softmax_shift(self, plan: _Plan) -> np.ndarray:
         """Per point, an upper bound of the energies every update can reach, (N,) float32,

@@ -28,6 +28,7 @@ import numpy as np
 
 from deeplab.crf._callbacks import reshaped
 from deeplab.crf.dense import available_memory
+from deeplab.crf.kernel_cache import add_cached_kernel
 from deeplab.crf.meanfield import DenseCRF, padded_width
 from deeplab.crf.params import CRFParams, check_params
 from deeplab.crf.threads import adapted_threads, thread_shares
@@ -327,9 +328,15 @@ def add_volume_kernels(
     c1 = params.w1 if compat is None else params.w1 * compat
     c2 = params.w2 if compat is None else params.w2 * compat
     if params.w2 > 0:
-        feats = volume_spatial_features(volume.shape[:3], spacing, params.theta_gamma)
-        crf.add_kernel(feats, c2, params.normalization)
-        del feats
+        shape = volume.shape[:3]
+        theta = float(params.theta_gamma)
+        add_cached_kernel(
+            crf,
+            ("volume spatial", shape, tuple(spacing), theta),
+            lambda: volume_spatial_features(shape, spacing, theta),
+            c2,
+            params.normalization,
+        )
     if params.w1 > 0:
         feats = volume_bilateral_features(
             volume, spacing, params.theta_alpha, params.theta_beta, channel_scale

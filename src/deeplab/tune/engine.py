@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from deeplab.crf import CRFParams, DenseCRF, PermutohedralLattice
-from deeplab.crf.dense import bilateral_features, check_memory, spatial_features
+from deeplab.crf.dense import add_spatial_kernel, bilateral_features, check_memory
 from deeplab.crf.meanfield import PairwiseTerm
 from deeplab.crf.unary import unary_from_logits
 from deeplab.crf.validation import check_image, check_label_maps
@@ -113,23 +113,7 @@ class _SharedKernels:
         check_memory(h, w, num_labels)
         unary = check_label_maps(unary_from_logits(full_scores), "unary", (h, w), finite=False)
         self.crf = DenseCRF(unary.reshape(num_labels, h * w))
-        self.spatial: dict[tuple[float, str], PairwiseTerm] = {}
         self.bilateral: dict[tuple[float, float, str], PairwiseTerm] = {}
-
-    def _add(
-        self,
-        cache: dict[Any, PairwiseTerm],
-        key: Any,
-        features: Callable[[], np.ndarray],
-        compat: float,
-        normalization: str,
-    ) -> None:
-        term = cache.get(key)
-        if term is None:
-            lattice = PermutohedralLattice(features())
-            cache[key] = self.crf.add_kernel(lattice, compat, normalization)
-        else:
-            self.crf.add_term(term, compat)
 
     def crf_for(self, p: CRFParams) -> DenseCRF:
         """The CRF with ``p``'s kernels, added as :func:`deeplab.crf.dense.add_image_kernels`
@@ -138,21 +122,17 @@ class _SharedKernels:
         self.crf.clear_kernels()
         norm = p.normalization
         if p.w2 > 0:
-            self._add(
-                self.spatial,
-                (p.theta_gamma, norm),
-                lambda: spatial_features(h, w, p.theta_gamma),
-                p.w2,
-                norm,
-            )
+            add_spatial_kernel(self.crf, h, w, p.theta_gamma, p.w2, norm)
         if p.w1 > 0:
-            self._add(
-                self.bilateral,
-                (p.theta_alpha, p.theta_beta, norm),
-                lambda: bilateral_features(self.image, p.theta_alpha, p.theta_beta),
-                p.w1,
-                norm,
-            )
+            key = (p.theta_alpha, p.theta_beta, norm)
+            term = self.bilateral.get(key)
+            if term is None:
+                lattice = PermutohedralLattice(
+                    bilateral_features(self.image, p.theta_alpha, p.theta_beta)
+                )
+                self.bilateral[key] = self.crf.add_kernel(lattice, p.w1, norm)
+            else:
+                self.crf.add_term(term, p.w1)
         return self.crf
 
 
