@@ -42,7 +42,8 @@ def _normalize(rows):
         simd.normalize_row(rows, b)
 
 
-@pytest.mark.parametrize("width", [8, 24, 32, 104])
+# Whole vectors of 8, a half vector of 4 alone (two labels), and both.
+@pytest.mark.parametrize("width", [4, 8, 12, 24, 28, 32, 104])
 def test_vector_row_operations_match_numpy(width: int) -> None:
     rng = np.random.default_rng(width)
     n, m, corners = 50, 30, 6
@@ -91,16 +92,17 @@ def test_rows_of_a_slice_use_its_own_stride() -> None:
 
 
 def test_whole_lanes() -> None:
-    assert simd.whole_lanes(24) and simd.whole_lanes(8)
-    assert not simd.whole_lanes(21) and not simd.whole_lanes(1)
+    assert simd.whole_lanes(24) and simd.whole_lanes(8) and simd.whole_lanes(4)
+    assert simd.whole_lanes(12)
+    assert not simd.whole_lanes(21) and not simd.whole_lanes(2) and not simd.whole_lanes(0)
 
 
 def test_mean_field_kernels_refuse_rows_that_are_not_whole_vectors() -> None:
     from deeplab.crf import kernels
 
     energy = np.zeros((10, 21), np.float32)  # 21 labels, not padded to 24
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match="multiple of 4"):
         kernels.softmax_rows(energy, np.empty_like(energy))
     out = np.empty(10, np.float32)
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match="multiple of 4"):
         kernels.row_maxima(energy, out)

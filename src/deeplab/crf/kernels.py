@@ -1,7 +1,7 @@
 """Compiled CPU kernels of the permutohedral lattice and the mean-field update.
 
 Values are stored point-major, (N, C) float32, so that the innermost work always runs
-over contiguous channels; rows of a multiple of 8 channels go through the explicit vector
+over contiguous channels; rows of a multiple of 4 channels go through the explicit vector
 operations of :mod:`deeplab.crf.simd`, others through plain loops. Every lattice array
 keeps one extra all-zero row at index M: a missing blur neighbour points there, which
 removes a branch from the blur loop (Adams et al. 2010, section 4; the reference code
@@ -89,7 +89,7 @@ def _exp_nonpositive(x):
 
 @nb.njit(**_JIT)
 def _softmax_block(e, out, row_max, known_shift=False):
-    """out = softmax of each row of e (B, C), C a multiple of 8 (:func:`check_width`);
+    """out = softmax of each row of e (B, C), C a multiple of 4 (:func:`check_width`);
     row_max: (>= B,) scratch, or with ``known_shift`` each row's shift: any value at least
     the row's maximum and less than about 80 above it gives the same softmax (the exponents
     stay in float32's range).
@@ -113,14 +113,14 @@ def _softmax_block(e, out, row_max, known_shift=False):
 @nb.njit(**_JIT)
 def check_width(values):
     """Refuse label rows that the vector operations cannot cover whole (the mean-field
-    kernels' contract: labels padded to a multiple of 8, see ``meanfield.padded_width``)."""
+    kernels' contract: labels padded to a multiple of 4, see ``meanfield.padded_width``)."""
     if not whole_lanes(values.shape[1]):
-        raise ValueError("label rows must be padded to a multiple of 8 floats")
+        raise ValueError("label rows must be padded to a multiple of 4 floats")
 
 
 @nb.njit(**_PAR)
 def softmax_rows(energy, out):
-    """out[k] = softmax(energy[k]) for (N, C) float32 arrays, C a multiple of 8."""
+    """out[k] = softmax(energy[k]) for (N, C) float32 arrays, C a multiple of 4."""
     check_width(energy)
     n = energy.shape[0]
     for ch in nb.prange((n + BLOCK - 1) // BLOCK):
@@ -151,7 +151,7 @@ def pad_transpose(src, sign, dst):
 
 @nb.njit(**_PAR)
 def row_maxima(values, out):
-    """out[k] = max_j values[k, j] for (N, C) float32 values, C a multiple of 8."""
+    """out[k] = max_j values[k, j] for (N, C) float32 values, C a multiple of 4."""
     check_width(values)
     n = values.shape[0]
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):

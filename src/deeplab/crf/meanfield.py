@@ -17,7 +17,7 @@ import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf.lattice import PermutohedralLattice
-from deeplab.crf.simd import LANES
+from deeplab.crf.simd import ROW_STEP
 from deeplab.crf.threads import adapted_threads, rebalance, thread_shares
 from deeplab.crf.validation import (
     as_float32_2d,
@@ -88,9 +88,9 @@ def _normalisation_scales(
 
 
 def padded_width(num_labels: int) -> int:
-    """Labels are stored padded to a multiple of :data:`~deeplab.crf.simd.LANES` (8): rows
-    then run as whole vector operations (21 labels -> 24)."""
-    return max(LANES, -(-num_labels // LANES) * LANES)
+    """Labels are stored padded to a multiple of :data:`~deeplab.crf.simd.ROW_STEP` (4):
+    rows then run as whole vector operations (21 labels -> 24, 2 labels -> 4)."""
+    return max(ROW_STEP, -(-num_labels // ROW_STEP) * ROW_STEP)
 
 
 @dataclass

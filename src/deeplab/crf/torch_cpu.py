@@ -95,7 +95,7 @@ class CompiledLattice:
                 f"{values.dtype} on {values.device}"
             )
         c = values.shape[1]
-        # Rows of a multiple of 8 floats take the kernels' vector path, about twice as fast
+        # Rows of a multiple of 4 floats take the kernels' vector path, about twice as fast
         # as the scalar loops for 21 labels: worth a padded copy in and out.
         width = c if c < 8 else padded_width(c)
         x = values.detach()
@@ -184,7 +184,7 @@ def pad_labels(
     neg_unary: torch.Tensor, compat: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Point-major (P, L) energies ``-U`` padded to (P, W), W the kernels' vector width
-    (a multiple of 8), with energy -1e30 (probability 0), and an (L, L) compatibility
+    (a multiple of 4), with energy -1e30 (probability 0), and an (L, L) compatibility
     padded with zeros to (W, W); differentiable. Padding labels stay at probability 0 and
     send no message: the first L columns of every update are the unpadded ones."""
     from deeplab.crf.meanfield import padded_width
@@ -202,7 +202,7 @@ def pad_labels(
 
 class _CompiledSoftmax(torch.autograd.Function):
     """Row softmax of (P, W) float32 CPU energies by the compiled kernel (W a multiple
-    of 8); the backward is softmax's, ``q * (g - sum(g q))``, in torch."""
+    of 4); the backward is softmax's, ``q * (g - sum(g q))``, in torch."""
 
     @staticmethod
     def forward(ctx, energy: torch.Tensor) -> torch.Tensor:
@@ -221,6 +221,6 @@ class _CompiledSoftmax(torch.autograd.Function):
 
 
 def compiled_softmax(energy: torch.Tensor) -> torch.Tensor:
-    """``softmax(energy, 1)`` of (P, W) float32 CPU energies, W a multiple of 8
+    """``softmax(energy, 1)`` of (P, W) float32 CPU energies, W a multiple of 4
     (:func:`pad_labels`), through the compiled kernel; differentiable."""
     return _CompiledSoftmax.apply(energy)
