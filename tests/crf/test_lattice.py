@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deeplab.crf import PermutohedralLattice
+from deeplab.crf import PermutohedralLattice, kernels
 
 
 def brute_force(features: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -96,3 +96,36 @@ def test_features_of_any_dimension_and_dtype() -> None:
     )
     assert a.shape == b.shape == (100,)
     assert np.all(a > 0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_vertex_numbering_and_neighbours_do_not_depend_on_how_they_are_found(d: int) -> None:
+    # Ranges of points hashed in parallel then merged number the vertices as one serial
+    # pass does; neighbours taken from the simplices' edges are those the table gives.
+    from deeplab.crf.lattice import hash_vertices
+
+    rng = np.random.default_rng(d)
+    smooth = np.cumsum(rng.normal(size=(6000, d)), axis=0) * 0.3  # runs of equal simplices
+    noisy = rng.normal(size=(6000, d)) * 4  # about one vertex per point, as in a volume
+    for feats in (smooth.astype(np.float32), noisy.astype(np.float32)):
+        rem0, rank, _, overflow = kernels.simplex_keys(feats)
+        assert overflow == 0
+        offsets, keys, table = hash_vertices(rem0, rank, ranges=1)
+        for ranges in (2, 3, 8):
+            o, k, _ = hash_vertices(rem0, rank, ranges=ranges)
+            np.testing.assert_array_equal(o, offsets)
+            np.testing.assert_array_equal(k, keys)
+        looked_up = kernels.build_neighbors(keys, table, offsets[:0], rank[:0])
+        np.testing.assert_array_equal(
+            kernels.build_neighbors(keys, table, offsets, rank), looked_up
+        )
+        # Every neighbour really is the vertex one step along its axis (d+1 coordinates).
+        full = np.concatenate([keys, -keys.sum(1, keepdims=True)], 1)
+        m = keys.shape[0]
+        for axis in range(d + 1):
+            step = np.ones(d + 1, np.int64)
+            step[axis] = -d
+            for side, sign in ((0, -1), (1, 1)):
+                nb_idx = looked_up[axis, :, side]
+                has = nb_idx < m
+                np.testing.assert_array_equal(full[nb_idx[has]], full[has] + sign * step)

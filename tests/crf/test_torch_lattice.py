@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deeplab.crf import PermutohedralLattice, bilateral_features, kernels  # noqa: E402
+from deeplab.crf.lattice import hash_vertices  # noqa: E402
 from deeplab.crf.torch_lattice import (  # noqa: E402
     build_lattice,
     lattice_filter,
@@ -22,8 +23,8 @@ def cpu_lattice(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """(offsets, weights, neighbours (d+1, M, 2)) from the compiled CPU kernels."""
     rem0, rank, weights, overflow = kernels.simplex_keys(features)
     assert overflow == 0
-    offsets, keys, table = kernels.insert_keys(rem0, rank)
-    return offsets, weights, kernels.build_neighbors(keys, table)
+    offsets, keys, table = hash_vertices(rem0, rank)
+    return offsets, weights, kernels.build_neighbors(keys, table, offsets, rank)
 
 
 def assert_same_lattice(features: np.ndarray, **kwargs) -> None:

@@ -362,32 +362,40 @@ def simplex_keys(features):
 
 
 @nb.njit(**_JIT)
-def insert_keys(simplex_rem0, simplex_rank):
-    """Hash the vertices of every simplex: offsets (N, d+1) int32 into keys (M, d) int32.
-
-    Neighbouring points usually lie in the same simplex; such a point reuses the previous
-    point's offsets without touching the table.
-    """
-    n, d1 = simplex_rem0.shape
-    d = d1 - 1
+def _canonical(d1):
+    """Row r: the offsets from rem0 of a simplex's vertex r, indexed by rank."""
     canonical = np.empty((d1, d1), np.int32)
     for i in range(d1):
         for j in range(d1 - i):
             canonical[i, j] = i
         for j in range(d1 - i, d1):
             canonical[i, j] = i - d1
-    offsets = np.empty((n, d1), np.int32)
+    return canonical
+
+
+@nb.njit(**_JIT)
+def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets):
+    """Hash the simplex vertices of points k0..k1-1: their offsets (rows k0..k1-1 of the
+    (N, d+1) int32 ``offsets``) into the keys found, numbered in order of first
+    appearance. Returns the keys buffer (its first m rows are the keys), the table, m.
+
+    Neighbouring points usually lie in the same simplex; such a point reuses the previous
+    point's offsets without touching the table.
+    """
+    d1 = simplex_rem0.shape[1]
+    d = d1 - 1
+    canonical = _canonical(d1)
     # Start small and grow: lattices have far fewer vertices than points x corners, and a
     # table that fits in cache makes every probe cheaper.
     cap = 1024
-    while cap < n // 4:
+    while cap < (k1 - k0) // 4:
         cap *= 2
     table = np.full(cap, -1, np.int64)
     keys = np.empty((cap // 2 + 1, d), np.int32)
     key = np.empty(d, np.int32)
     m = 0
-    for k in range(n):
-        if k > 0:
+    for k in range(k0, k1):
+        if k > k0:
             same = True
             for i in range(d1):
                 if (
@@ -403,6 +411,7 @@ def insert_keys(simplex_rem0, simplex_rank):
         for r in range(d1):
             for i in range(d):
                 key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
+            # _find_or_add, written out: this loop is the hot one.
             if 2 * (m + 1) > cap:
                 cap *= 2
                 grown = np.empty((cap // 2 + 1, d), np.int32)
@@ -417,32 +426,93 @@ def insert_keys(simplex_rem0, simplex_rank):
                 found = m
                 m += 1
             offsets[k, r] = found
-    return offsets, keys[:m].copy(), table
+    return keys, table, m
+
+
+@nb.njit(**_JIT)
+def _find_or_add(table, keys, m, key):
+    """Index of ``key`` in the table over keys[:m], adding it (and growing) if absent."""
+    cap = table.size
+    if 2 * (m + 1) > cap:
+        cap *= 2
+        grown = np.empty((cap // 2 + 1, keys.shape[1]), np.int32)
+        grown[:m] = keys[:m]
+        keys = grown
+        table = _rehash(keys, m, cap)
+    hv = _hash(key)
+    found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
+    if found < 0:
+        keys[m, :] = key
+        table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
+        found = m
+        m += 1
+    return found, table, keys, m
+
+
+@nb.njit(**_JIT)
+def merge_range(table, keys, m, part_keys, part_m, offsets, k0, k1):
+    """Add the keys of a later range of points (numbered on their own by
+    :func:`insert_range`) to the table, in their order: the numbering is then that of one
+    pass over all points. Renumbers the range's offsets; returns table, keys, m."""
+    renumber = np.empty(part_m, np.int32)
+    for j in range(part_m):
+        found, table, keys, m = _find_or_add(table, keys, m, part_keys[j])
+        renumber[j] = found
+    for k in range(k0, k1):
+        for r in range(offsets.shape[1]):
+            offsets[k, r] = renumber[offsets[k, r]]
+    return table, keys, m
 
 
 @nb.njit(**_PAR)
-def build_neighbors(keys, table):
+def build_neighbors(keys, table, offsets, simplex_rank):
     """Blur neighbours of every vertex along each of the d+1 lattice axes.
 
-    Returns (d+1, M, 2) int32; a missing neighbour is M (the zero row).
+    Returns (d+1, M, 2) int32; a missing neighbour is M (the zero row). The corners of a
+    simplex form a cycle of neighbours, one step along each axis (corner r+1 is corner r
+    moved along the axis whose coordinate has rank d-r, corner 0 is corner d moved along
+    the axis of rank 0): those pairs come from the points' offsets (N, d+1) and ranks
+    without a look-up, and only the rest are searched in the table.
     """
     m, d = keys.shape
-    nbrs = np.empty((d + 1, m, 2), np.int32)
+    d1 = d + 1
+    n = offsets.shape[0]
+    nbrs = np.full((d1, m, 2), -1, np.int32)
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        axis_of_rank = np.empty(d1, np.int64)
+        lo = ch * CHUNK
+        for k in range(lo, min(n, lo + CHUNK)):
+            if k > lo:
+                same = True
+                for r in range(d1):
+                    if offsets[k, r] != offsets[k - 1, r]:
+                        same = False
+                        break
+                if same:
+                    continue
+            for j in range(d1):
+                axis_of_rank[simplex_rank[k, j]] = j
+            for r in range(d1):
+                a = axis_of_rank[d - r]
+                v = offsets[k, r]
+                u = offsets[k, (r + 1) % d1]
+                # Points of one simplex write the same values: the races are harmless.
+                nbrs[a, v, 1] = u
+                nbrs[a, u, 0] = v
     for ch in nb.prange((m + CHUNK - 1) // CHUNK):
-        n1 = np.empty(d, np.int32)
-        n2 = np.empty(d, np.int32)
+        probe = np.empty(d, np.int32)
         for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
-            for axis in range(d + 1):
-                for i in range(d):
-                    n1[i] = keys[v, i] - 1
-                    n2[i] = keys[v, i] + 1
-                if axis < d:
-                    n1[axis] = keys[v, axis] + d
-                    n2[axis] = keys[v, axis] - d
-                a = _lookup(table, keys, n1)
-                b = _lookup(table, keys, n2)
-                nbrs[axis, v, 0] = a if a >= 0 else m
-                nbrs[axis, v, 1] = b if b >= 0 else m
+            for axis in range(d1):
+                for side in range(2):
+                    if nbrs[axis, v, side] >= 0:
+                        continue
+                    step = -1 if side == 0 else 1
+                    for i in range(d):
+                        probe[i] = keys[v, i] + step
+                    if axis < d:
+                        probe[axis] = keys[v, axis] - step * d
+                    found = _lookup(table, keys, probe)
+                    nbrs[axis, v, side] = found if found >= 0 else m
     return nbrs
 
 

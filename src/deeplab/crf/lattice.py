@@ -10,7 +10,9 @@ filter of Kraehenbuehl & Koltun's reference code, so CRF results agree with it.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 
 from deeplab.crf import kernels
@@ -18,6 +20,48 @@ from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.validation import as_float32_2d, check_lattice_range
 
 log = logging.getLogger(__name__)
+
+# Points per range below which one thread hashes all the vertices.
+MIN_POINTS_PER_RANGE = 1 << 16
+# Hash tables from this size on (8 MiB) miss the caches: blur neighbours are then taken
+# from the simplices' edges first (kernels.build_neighbors), which is slower for a small
+# table than looking every one up.
+EDGE_TABLE_SLOTS = 1 << 20
+
+
+def hash_vertices(
+    rem0: np.ndarray, rank: np.ndarray, ranges: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The vertices of every point's simplex: offsets (N, d+1) int32 into keys (M, d)
+    int32, numbered in order of first appearance, and the hash table of the keys.
+
+    ``ranges`` consecutive ranges of points (default: one per thread, for large inputs)
+    are hashed in parallel, each on its own, then merged in order: the numbering, and so
+    every result, is that of one serial pass whatever the count.
+    """
+    n = rem0.shape[0]
+    if ranges is None:
+        ranges = min(numba.get_num_threads(), n // MIN_POINTS_PER_RANGE)
+    ranges = max(1, min(ranges, n))
+    bounds = [i * n // ranges for i in range(ranges + 1)]
+    offsets = np.empty(rem0.shape, np.int32)
+
+    def insert(i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        return kernels.insert_range(rem0, rank, bounds[i], bounds[i + 1], offsets)
+
+    if ranges == 1:
+        keys, table, m = insert(0)
+    else:
+        # The kernel releases the GIL: the ranges run on threads of their own.
+        with ThreadPoolExecutor(ranges) as pool:
+            parts = list(pool.map(insert, range(ranges)))
+        keys, table, m = parts[0]
+        for i in range(1, ranges):
+            part_keys, _, part_m = parts[i]
+            table, keys, m = kernels.merge_range(
+                table, keys, m, part_keys, part_m, offsets, bounds[i], bounds[i + 1]
+            )
+    return offsets, keys[:m].copy(), table
 
 
 class PermutohedralLattice:
@@ -44,8 +88,8 @@ class PermutohedralLattice:
         n, d = feats.shape
         rem0, rank, weights, overflow = kernels.simplex_keys(feats)
         check_lattice_range(int(overflow))
-        offsets, keys, table = kernels.insert_keys(rem0, rank)
-        del rem0, rank
+        offsets, keys, table = hash_vertices(rem0, rank)
+        del rem0
         self.num_points = n
         self.dim = d
         #: (N, d+1) vertex index and barycentric weight of each simplex corner.
@@ -53,8 +97,11 @@ class PermutohedralLattice:
         self.weights = weights
         self.num_vertices = keys.shape[0]
         #: (d+1, M, 2) blur neighbours; M is the all-zero row.
-        self.neighbors = kernels.build_neighbors(keys, table)
-        del keys, table
+        if table.size < EDGE_TABLE_SLOTS:  # look-ups in a cached table are cheap enough
+            self.neighbors = kernels.build_neighbors(keys, table, offsets[:0], rank[:0])
+        else:
+            self.neighbors = kernels.build_neighbors(keys, table, offsets, rank)
+        del keys, table, rank
         #: The reference's scale of the blurred result, 1 / (1 + 2^-d).
         self.alpha = float(1.0 / (1.0 + 2.0 ** (-d)))
 
