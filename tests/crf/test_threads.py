@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -136,3 +137,34 @@ def test_a_busy_process_is_seen() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+@needs_two
+def test_looks_grow_rarer_while_they_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    looks: list[float] = []
+    answer = [1]
+
+    def free(samples: int = 2) -> int:
+        looks.append(clock[0])
+        return answer[0]
+
+    numba.set_num_threads(2)
+    monkeypatch.setattr(threads, "free_cores", free)
+    monkeypatch.setattr(threads, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    # Times in 1/1024 s, exact in floats.
+    monkeypatch.setattr(threads, "RECHECK_SECONDS", 8 / 1024)
+    monkeypatch.setattr(threads, "RECHECK_MAX_SECONDS", 32 / 1024)
+    with threads.adapted_threads():
+        for step in range(200):
+            clock[0] = step / 1024
+            if step == 100:
+                answer[0] = 2  # the other process ended
+            threads.rebalance()
+        assert numba.get_num_threads() == 2
+    gaps = [round(g * 1024) for g in np.diff(looks)]
+    # 8, 16, 32, 32 ticks while the looks agree; back to 8 when they change, and the
+    # count changes once two looks in a row agree on it.
+    assert gaps[:4] == [8, 16, 32, 32]
+    first_change = next(i for i, t in enumerate(looks) if t >= 100 / 1024)
+    assert gaps[first_change] == 8

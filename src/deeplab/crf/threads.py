@@ -42,7 +42,10 @@ __all__ = [
 
 _LOADAVG = "/proc/loadavg"
 RECHECK_SECONDS = 0.01
-"""A decision is re-made after this long (a time slice of the scheduler is a few ms)."""
+"""A decision is re-made after this long (a time slice of the scheduler is a few ms)..."""
+RECHECK_MAX_SECONDS = 0.08
+"""... and, while looks keep agreeing, after twice as long each time up to this: a look
+costs 0.1-0.4 ms, a few percent of the work at every 10 ms."""
 _TASKS = "/proc/self/task"
 _local = threading.local()
 
@@ -121,20 +124,25 @@ def thread_shares() -> int:
 
 def _recent_free_cores() -> int | None:
     """:func:`free_cores`, looked at again only after :data:`RECHECK_SECONDS` (each look
-    reads a few /proc files, about 0.1 ms), and changed only when two looks in a row agree
-    on the new figure: a task caught for an instant (a thread on its way to sleep is still
-    counted as runnable) must not cost a whole interval on one thread, nor a moment of
-    quiet between another process's bursts put a thread on a core about to be taken."""
+    reads a few /proc files), doubling up to :data:`RECHECK_MAX_SECONDS` while the looks
+    agree, and changed only when two looks in a row agree on the new figure: a task caught
+    for an instant (a thread on its way to sleep is still counted as runnable) must not
+    cost a whole interval on one thread, nor a moment of quiet between another process's
+    bursts put a thread on a core about to be taken."""
     now = time.monotonic()
-    state = getattr(_local, "state", None)  # (time of the look, free cores, candidate)
-    if state is not None and now - state[0] < RECHECK_SECONDS:
+    # (time of the look, free cores, candidate, interval to the next look)
+    state = getattr(_local, "state", None)
+    if state is not None and now - state[0] < state[3]:
         return state[1]
     free = free_cores()
-    if state is None or free == state[1] or free == state[2]:
+    if state is None or free == state[1]:
+        interval = RECHECK_SECONDS if state is None else min(2 * state[3], RECHECK_MAX_SECONDS)
         current, candidate = free, None
+    elif free == state[2]:
+        current, candidate, interval = free, None, RECHECK_SECONDS
     else:
-        current, candidate = state[1], free
-    _local.state = (now, current, candidate)
+        current, candidate, interval = state[1], free, RECHECK_SECONDS
+    _local.state = (now, current, candidate, interval)
     return current
 
 
