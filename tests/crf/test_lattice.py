@@ -110,9 +110,9 @@ def test_vertex_numbering_and_neighbours_do_not_depend_on_how_they_are_found(d: 
     for feats in (smooth.astype(np.float32), noisy.astype(np.float32)):
         rem0, rank, _, overflow = kernels.simplex_keys(feats)
         assert overflow == 0
-        offsets, keys, table = hash_vertices(rem0, rank, ranges=1)
-        for ranges in (2, 3, 8):
-            o, k, _ = hash_vertices(rem0, rank, ranges=ranges)
+        offsets, keys, table, _ = hash_vertices(rem0, rank, shares=1)
+        for shares in (2, 3, 8):
+            o, k, _, _ = hash_vertices(rem0, rank, shares=shares)
             np.testing.assert_array_equal(o, offsets)
             np.testing.assert_array_equal(k, keys)
         looked_up = kernels.build_neighbors(keys, table, offsets[:0], rank[:0])

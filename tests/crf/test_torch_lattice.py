@@ -23,7 +23,7 @@ def cpu_lattice(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """(offsets, weights, neighbours (d+1, M, 2)) from the compiled CPU kernels."""
     rem0, rank, weights, overflow = kernels.simplex_keys(features)
     assert overflow == 0
-    offsets, keys, table = hash_vertices(rem0, rank)
+    offsets, keys, table, _ = hash_vertices(rem0, rank)
     return offsets, weights, kernels.build_neighbors(keys, table, offsets, rank)
 
 

@@ -32,6 +32,7 @@ from deeplab.crf.simd import (
     whole_lanes,
 )
 from deeplab.crf.simd import row_max as row_maximum
+from deeplab.crf.split_scatter import clear_share, spread
 from deeplab.crf.validation import MAX_LATTICE_COORD
 
 _JIT = {"cache": True, "nogil": True}
@@ -174,15 +175,23 @@ def transpose(src, dst):
 @nb.njit(**_PAR)
 def fill_term_columns(
     offsets, weights, base, in_scale, out_scale, coef, col, all_offsets, splat_w, slice_w,
-    slice_only,
+    slice_only, shared_index, overlap_first, overlap_lo, split,
 ):  # fmt: skip
     """Write one kernel's corners into columns col..col+d of the stacked (N, S) arrays:
     offsets shifted by ``base`` rows, splat weights times in_scale (if any), slice weights
-    times coef and out_scale (if any); with ``slice_only`` the slice weights alone."""
+    times coef and out_scale (if any); with ``slice_only`` the slice weights alone.
+
+    With a non-empty ``shared_index`` (M,) (the vertex's shared index or -1, see
+    :mod:`deeplab.crf.split_scatter`), ``split`` gets the corners the scatter shares
+    write: a shared vertex of a point of share t goes to row
+    ``overlap_first[t] + shared_index[v] - overlap_lo[t]``.
+    """
     n, d1 = offsets.shape
     has_in = in_scale.size > 0
     has_out = out_scale.size > 0
+    shares = overlap_first.size
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        t = 0
         for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             b = coef * out_scale[k] if has_out else coef
             for r in range(d1):
@@ -193,6 +202,14 @@ def fill_term_columns(
             for r in range(d1):
                 all_offsets[k, col + r] = offsets[k, r] + base
                 splat_w[k, col + r] = weights[k, r] * a
+            if shared_index.size == 0:
+                continue
+            while (t + 1) * n // shares <= k:  # the share point k belongs to
+                t += 1
+            for r in range(d1):
+                v = offsets[k, r]
+                j = shared_index[v]
+                split[k, col + r] = v + base if j < 0 else overlap_first[t] + j - overlap_lo[t]
 
 
 @nb.njit(**_PAR_EXACT)
@@ -453,7 +470,8 @@ def _find_or_add(table, keys, m, key):
 def merge_range(table, keys, m, part_keys, part_m, offsets, k0, k1):
     """Add the keys of a later range of points (numbered on their own by
     :func:`insert_range`) to the table, in their order: the numbering is then that of one
-    pass over all points. Renumbers the range's offsets; returns table, keys, m."""
+    pass over all points. Renumbers the range's offsets; returns table, keys, m and the
+    range's keys' numbers (part_m,), those below the m passed in being earlier ranges'."""
     renumber = np.empty(part_m, np.int32)
     for j in range(part_m):
         found, table, keys, m = _find_or_add(table, keys, m, part_keys[j])
@@ -461,7 +479,7 @@ def merge_range(table, keys, m, part_keys, part_m, offsets, k0, k1):
     for k in range(k0, k1):
         for r in range(offsets.shape[1]):
             offsets[k, r] = renumber[offsets[k, r]]
-    return table, keys, m
+    return table, keys, m, renumber
 
 
 @nb.njit(**_PAR)
@@ -615,11 +633,15 @@ def reduce_private(private, out):
 @nb.njit(**_PAR)
 def meanfield_pass(
     neg_unary,
-    lattice_values,
+    src,
+    dst,
     offsets,
     slice_w,
     splat_w,
-    private,
+    zero_lo,
+    zero_hi,
+    overlap,
+    shared_rows,
     q_out,
     write_q,
     scatter,
@@ -628,24 +650,27 @@ def meanfield_pass(
 ):
     """One mean-field update fused with the splat of its result (Potts kernels).
 
-    Per point k: e = neg_unary[k] + sum_s slice_w[k, s] * lattice_values[offsets[k, s]],
-    q = softmax(e); if ``scatter``, q is scattered with splat_w into thread-private lattice
-    buffers (T, R, C) for the next update; if ``write_q``, its first L labels are stored
-    in q_out (L, N), label-major as the caller wants them. Slice weights hold
-    w_m * alpha * output normalisation * barycentric weight, splat weights the barycentric
-    weight times the input normalisation. Q itself never needs to round-trip through memory
-    between updates: only the lattice values do. Without ``gather`` the lattice is not read
-    (e = neg_unary): the first pass, softmax(-U). ``shift`` (N,): an upper bound of each
-    point's energies to subtract before the exponential (see :func:`_softmax_block`), or
-    empty to use the maximum.
+    Per point k: e = neg_unary[k] + sum_s slice_w[k, s] * src[offsets[k, s]],
+    q = softmax(e); if ``scatter``, q is scattered with splat_w into ``dst`` for the next
+    update, share by share as :mod:`deeplab.crf.split_scatter` lays out (zero_lo, zero_hi,
+    overlap, shared_rows; :func:`~deeplab.crf.split_scatter.gather_overlaps` completes
+    it); if ``write_q``, its first L labels are stored in q_out (L, N), label-major as the
+    caller wants them. Slice weights hold w_m * alpha * output normalisation * barycentric
+    weight, splat weights the barycentric weight times the input normalisation. Q itself
+    never needs to round-trip through memory between updates: only the lattice values do.
+    Without ``gather`` the lattice is not read (e = neg_unary): the first pass,
+    softmax(-U). ``shift`` (N,): an upper bound of each point's energies to subtract
+    before the exponential (see :func:`_softmax_block`), or empty to use the maximum.
     """
     check_width(neg_unary)
     n, c = neg_unary.shape
-    shares = private.shape[0]
+    shares = zero_lo.shape[0]
     known_shift = shift.size > 0
     for t in nb.prange(shares):
-        buf = private[t]
-        _zero(buf)
+        if gather:
+            spread(src, overlap, shared_rows, t)
+        if scatter:
+            clear_share(dst, zero_lo, zero_hi, overlap, t)
         e = np.empty((BLOCK, c), np.float32)
         q = np.empty((BLOCK, c), np.float32)
         row_max = np.empty(BLOCK, np.float32)
@@ -653,7 +678,7 @@ def meanfield_pass(
         for lo in range(t * n // shares, end, BLOCK):
             hi = min(end, lo + BLOCK)
             if gather:
-                _gather_block(e, neg_unary, lattice_values, offsets, slice_w, lo, hi)
+                _gather_block(e, neg_unary, src, offsets, slice_w, lo, hi)
             else:
                 e[: hi - lo] = neg_unary[lo:hi]
             qb = q[: hi - lo]
@@ -667,7 +692,7 @@ def meanfield_pass(
                         q_out[j, lo + b] = qb[b, j]
             if scatter:
                 for b in range(hi - lo):
-                    scatter_point(buf, offsets, splat_w, lo + b, q, b)
+                    scatter_point(dst, offsets, splat_w, lo + b, q, b)
 
 
 @nb.njit(**{**_JIT, "fastmath": True})

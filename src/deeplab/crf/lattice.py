@@ -16,12 +16,13 @@ import numba
 import numpy as np
 
 from deeplab.crf import kernels
+from deeplab.crf.split_scatter import VertexShares
 from deeplab.crf.threads import adapted_threads, thread_shares
 from deeplab.crf.validation import as_float32_2d, check_lattice_range
 
 log = logging.getLogger(__name__)
 
-# Points per range below which one thread hashes all the vertices.
+# Points per range below which one thread hashes all the ranges.
 MIN_POINTS_PER_RANGE = 1 << 16
 # Hash tables from this size on (8 MiB) miss the caches: blur neighbours are then taken
 # from the simplices' edges first (kernels.build_neighbors), which is slower for a small
@@ -30,38 +31,42 @@ EDGE_TABLE_SLOTS = 1 << 20
 
 
 def hash_vertices(
-    rem0: np.ndarray, rank: np.ndarray, ranges: int | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rem0: np.ndarray, rank: np.ndarray, shares: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, VertexShares]:
     """The vertices of every point's simplex: offsets (N, d+1) int32 into keys (M, d)
-    int32, numbered in order of first appearance, and the hash table of the keys.
+    int32, numbered in order of first appearance, the hash table of the keys, and how
+    ``shares`` consecutive ranges of points (default: :func:`thread_shares`) touch them.
 
-    ``ranges`` consecutive ranges of points (default: one per thread, for large inputs)
-    are hashed in parallel, each on its own, then merged in order: the numbering, and so
-    every result, is that of one serial pass whatever the count.
+    The ranges are hashed each on its own (in parallel for large inputs), then merged in
+    order: the numbering, and so every result, is that of one serial pass whatever the
+    count, and the merge shows which vertices several ranges touch.
     """
     n = rem0.shape[0]
-    if ranges is None:
-        ranges = min(numba.get_num_threads(), n // MIN_POINTS_PER_RANGE)
-    ranges = max(1, min(ranges, n))
-    bounds = [i * n // ranges for i in range(ranges + 1)]
+    shares = max(1, min(thread_shares() if shares is None else shares, n))
+    bounds = [i * n // shares for i in range(shares + 1)]
     offsets = np.empty(rem0.shape, np.int32)
 
     def insert(i: int) -> tuple[np.ndarray, np.ndarray, int]:
         return kernels.insert_range(rem0, rank, bounds[i], bounds[i + 1], offsets)
 
-    if ranges == 1:
-        keys, table, m = insert(0)
-    else:
+    workers = min(shares, numba.get_num_threads(), n // MIN_POINTS_PER_RANGE)
+    if workers > 1:
         # The kernel releases the GIL: the ranges run on threads of their own.
-        with ThreadPoolExecutor(ranges) as pool:
-            parts = list(pool.map(insert, range(ranges)))
-        keys, table, m = parts[0]
-        for i in range(1, ranges):
-            part_keys, _, part_m = parts[i]
-            table, keys, m = kernels.merge_range(
-                table, keys, m, part_keys, part_m, offsets, bounds[i], bounds[i + 1]
-            )
-    return offsets, keys[:m].copy(), table
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(insert, range(shares)))
+    else:
+        parts = [insert(i) for i in range(shares)]
+    keys, table, m = parts[0]
+    before = [0, m]
+    numbers = []
+    for i in range(1, shares):
+        part_keys, _, part_m = parts[i]
+        table, keys, m, got = kernels.merge_range(
+            table, keys, m, part_keys, part_m, offsets, bounds[i], bounds[i + 1]
+        )
+        before.append(m)
+        numbers.append(got)
+    return offsets, keys[:m].copy(), table, VertexShares.from_ranges(before, numbers, m)
 
 
 class PermutohedralLattice:
@@ -88,8 +93,10 @@ class PermutohedralLattice:
         n, d = feats.shape
         rem0, rank, weights, overflow = kernels.simplex_keys(feats)
         check_lattice_range(int(overflow))
-        offsets, keys, table = hash_vertices(rem0, rank)
+        offsets, keys, table, shares = hash_vertices(rem0, rank)
         del rem0
+        #: Which vertices the scatter shares of the mean-field pass touch.
+        self.vertex_shares = shares
         self.num_points = n
         self.dim = d
         #: (N, d+1) vertex index and barycentric weight of each simplex corner.

@@ -9,15 +9,22 @@ keeps the j = i term of the filter and applies no damping.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from deeplab.crf import kernels
 from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.simd import ROW_STEP
+from deeplab.crf.split_scatter import (
+    ScatterSplit,
+    gather_overlaps,
+    layout_from_vertices,
+    split_scatter,
+)
 from deeplab.crf.threads import adapted_threads, rebalance, thread_shares
 from deeplab.crf.validation import (
     as_float32_2d,
@@ -109,6 +116,19 @@ class _Plan:
     splat_w: np.ndarray  # (N, S) float32
     slice_w: np.ndarray  # (N, S) float32; matrix terms' columns hold 0 here
     matrix_terms: list[tuple[int, PairwiseTerm, np.ndarray]]  # (column, term, padded mu)
+    # Per share count, the fused pass's split of the corners (same lattices: same split).
+    splits: dict[int, ScatterSplit] = field(default_factory=dict)
+
+    def split(self, shares: int) -> ScatterSplit:
+        """The corners split among ``shares`` scatter shares (built once per count)."""
+        if shares not in self.splits:
+            columns = np.repeat(np.arange(len(self.terms)), [t.lattice.dim + 1 for t in self.terms])
+            blocks = [
+                (base, t.lattice.num_vertices)
+                for t, base in zip(self.terms, self.row_base, strict=True)
+            ]
+            self.splits[shares] = split_scatter(self.offsets, columns, blocks, shares)
+        return self.splits[shares]
 
     def blur(self, values: np.ndarray, tmp: np.ndarray) -> None:
         for term, base in zip(self.terms, self.row_base, strict=True):
@@ -274,21 +294,35 @@ class DenseCRF:
         # Another parameter set over the same lattices and scales: only the weights differ.
         prev = self._last_plan
         slice_only = prev is not None and _same_kernels(prev.terms, terms)
+        sizes = [t.lattice.num_vertices + 1 for t in terms]
+        row_base = [sum(sizes[:i]) for i in range(len(terms))]
+        splits: dict[int, ScatterSplit] = {}
+        layout = None
+        split_offsets = np.empty((0, 0), np.int32)
         if prev is not None and slice_only:
-            offsets, splat_w = prev.offsets, prev.splat_w
+            offsets, splat_w, splits = prev.offsets, prev.splat_w, prev.splits
         else:
             offsets = np.empty((n, cols), np.int32)
             splat_w = np.empty((n, cols), np.float32)
+            layout = self._scatter_layout(terms, row_base)
+            if layout is not None:
+                split_offsets = np.empty((n, cols), np.int32)
         slice_w = np.empty((n, cols), np.float32)
         empty = np.empty(0, np.float32)
-        row_base: list[int] = []
+        no_index = np.empty(0, np.int32)
+        no_share = np.empty(0, np.int64)
         matrix_terms = []
-        base = col = 0
-        for term in terms:
-            row_base.append(base)
+        col = j0 = 0
+        for b, (term, base) in enumerate(zip(terms, row_base, strict=True)):
             lat = term.lattice
             # Matrix terms are sliced separately; their columns add nothing to the fused slice.
             coef = lat.alpha * float(term.compat) if term.is_potts else 0.0
+            index, first, lo = no_index, no_share, no_share
+            if layout is not None:
+                index = lat.vertex_shares.index
+                first = np.ascontiguousarray(layout.overlap[:, b, 0])
+                lo = layout.overlap[:, b, 1] - j0  # positions within this lattice's list
+                j0 += lat.vertex_shares.shared.size
             kernels.fill_term_columns(
                 lat.offsets,
                 lat.weights,
@@ -301,14 +335,33 @@ class DenseCRF:
                 splat_w,
                 slice_w,
                 slice_only,
+                index,
+                first,
+                lo,
+                split_offsets,
             )
             if not term.is_potts:
                 mu = np.zeros((self.width, self.width), np.float32)
                 mu[: self.num_labels, : self.num_labels] = term.compat
                 matrix_terms.append((col, term, mu))
-            base += lat.num_vertices + 1
             col += lat.dim + 1
-        return _Plan(terms, row_base, max(base, 1), offsets, splat_w, slice_w, matrix_terms)
+        plan = _Plan(terms, row_base, max(sum(sizes), 1), offsets, splat_w, slice_w, matrix_terms)
+        if layout is not None:
+            splits[layout.shares] = dataclasses.replace(layout, offsets=split_offsets)
+        plan.splits = splits
+        return plan
+
+    @staticmethod
+    def _scatter_layout(terms: list[PairwiseTerm], row_base: list[int]) -> ScatterSplit | None:
+        """The fused pass's split as the lattices' builds saw it, when they all used the
+        current share count (more than one); its offsets are filled with the plan's."""
+        shares = thread_shares()
+        if shares < 2 or not terms:
+            return None
+        if any(t.lattice.vertex_shares.shares != shares for t in terms):
+            return None
+        blocks = [(b, t.lattice.num_vertices) for t, b in zip(terms, row_base, strict=True)]
+        return layout_from_vertices(blocks, [t.lattice.vertex_shares for t in terms])
 
     def _plan_or_build(self) -> _Plan:
         if self._plan is None:
@@ -418,15 +471,20 @@ class DenseCRF:
         # Pass p computes Q_p from the blurred splat of Q_{p-1} (nothing for p = 0, which
         # gives softmax(-U)) and splats Q_p for the next pass: Q never has to be stored
         # between updates unless the caller wants to see it.
-        values, tmp, private = self._lattice_buffers(plan)
+        split = plan.split(thread_shares())
+        # The pass reads one buffer and scatters into the other; they swap every update.
+        src = np.zeros((split.rows, self.width), np.float32)
+        dst = np.zeros_like(src)
+        most = max((t.lattice.num_vertices + 1 for t in plan.terms), default=1)
+        tmp = np.empty((most, self.width), np.float32)
         shift = self._softmax_shift(plan)
         # The first pass, softmax(-U), subtracts each row's own maximum: the bound depends
         # on the weights, and the first splat must not (see _FirstSplat).
         row_max = np.empty(0, np.float32)
         first = 0
         saved = self._first_splat
-        if saved is not None and iterations > 0 and saved.fits(plan, private.shape[0]):
-            values[:] = saved.values
+        if saved is not None and iterations > 0 and saved.fits(plan, split.shares):
+            src[:] = saved.values
             first = 1
         for p in range(first, iterations + 1):
             if p > 0:  # the load may have changed since the last update
@@ -435,11 +493,15 @@ class DenseCRF:
             show = last or (callback is not None and p > 0)
             kernels.meanfield_pass(
                 self._neg_unary,
-                values,
-                plan.offsets,
+                src,
+                dst,
+                split.offsets,
                 plan.slice_w,
                 plan.splat_w,
-                private,
+                split.zero_lo,
+                split.zero_hi,
+                split.overlap,
+                split.shared_rows,
                 out,
                 show,
                 not last,
@@ -449,10 +511,12 @@ class DenseCRF:
             if p > 0 and callback is not None:
                 callback(p - 1, out)
             if not last:
-                kernels.reduce_private(private, values)
-                plan.blur(values, tmp)
+                if split.shared_rows.size:
+                    gather_overlaps(dst, split.overlap, split.shared_rows)
+                plan.blur(dst, tmp)
                 if p == 0 and self._keep_first_splat:
-                    self._first_splat = _FirstSplat(plan.terms, private.shape[0], values.copy())
+                    self._first_splat = _FirstSplat(plan.terms, split.shares, dst.copy())
+                src, dst = dst, src
 
     def _softmax_shift(self, plan: _Plan) -> np.ndarray:
         """Per point, an upper bound of the energies every update can reach, (N,) float32,
