@@ -183,7 +183,7 @@ def fill_term_columns(
 
     With a non-empty ``shared_index`` (M,) (the vertex's shared index or -1, see
     :mod:`deeplab.crf.split_scatter`), ``split`` gets the corners the scatter shares
-    write: a shared vertex of a point of share t goes to row
+    write in place of ``all_offsets``: a shared vertex of a point of share t goes to row
     ``overlap_first[t] + shared_index[v] - overlap_lo[t]``.
     """
     n, d1 = offsets.shape
@@ -192,6 +192,7 @@ def fill_term_columns(
     shares = overlap_first.size
     for ch in nb.prange((n + CHUNK - 1) // CHUNK):
         t = 0
+        share_end = n // shares if shares > 0 else n
         for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             b = coef * out_scale[k] if has_out else coef
             for r in range(d1):
@@ -200,16 +201,29 @@ def fill_term_columns(
                 continue
             a = in_scale[k] if has_in else _ONE
             for r in range(d1):
-                all_offsets[k, col + r] = offsets[k, r] + base
                 splat_w[k, col + r] = weights[k, r] * a
             if shared_index.size == 0:
+                for r in range(d1):
+                    all_offsets[k, col + r] = offsets[k, r] + base
                 continue
-            while (t + 1) * n // shares <= k:  # the share point k belongs to
+            while share_end <= k:  # the share point k belongs to
                 t += 1
+                share_end = (t + 1) * n // shares
+            first = overlap_first[t] - overlap_lo[t]
             for r in range(d1):
                 v = offsets[k, r]
                 j = shared_index[v]
-                split[k, col + r] = v + base if j < 0 else overlap_first[t] + j - overlap_lo[t]
+                split[k, col + r] = v + base if j < 0 else first + j
+
+
+@nb.njit(**_PAR)
+def shift_columns(offsets, base, col, all_offsets):
+    """all_offsets[:, col:col+d+1] = offsets (N, d+1) + base: one kernel's stacked corners."""
+    n, d1 = offsets.shape
+    for ch in nb.prange((n + CHUNK - 1) // CHUNK):
+        for k in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for r in range(d1):
+                all_offsets[k, col + r] = offsets[k, r] + base
 
 
 @nb.njit(**_PAR_EXACT)

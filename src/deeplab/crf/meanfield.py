@@ -112,12 +112,25 @@ class _Plan:
     terms: list[PairwiseTerm]
     row_base: list[int]
     rows: int
-    offsets: np.ndarray  # (N, S) int32, every term's corners side by side
+    stacked: np.ndarray | None  # (N, S) int32 every term's corners side by side, or None
     splat_w: np.ndarray  # (N, S) float32
     slice_w: np.ndarray  # (N, S) float32; matrix terms' columns hold 0 here
     matrix_terms: list[tuple[int, PairwiseTerm, np.ndarray]]  # (column, term, padded mu)
     # Per share count, the fused pass's split of the corners (same lattices: same split).
     splits: dict[int, ScatterSplit] = field(default_factory=dict)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(N, S) int32 every term's corners side by side, shifted to its rows. Only
+        built on demand where the plan wrote the fused pass's split corners instead."""
+        if self.stacked is None:
+            cols = sum(t.lattice.dim + 1 for t in self.terms)
+            self.stacked = np.empty((self.terms[0].lattice.num_points, cols), np.int32)
+            col = 0
+            for term, base in zip(self.terms, self.row_base, strict=True):
+                kernels.shift_columns(term.lattice.offsets, np.int32(base), col, self.stacked)
+                col += term.lattice.dim + 1
+        return self.stacked
 
     def split(self, shares: int) -> ScatterSplit:
         """The corners split among ``shares`` scatter shares (built once per count)."""
@@ -298,14 +311,16 @@ class DenseCRF:
         row_base = [sum(sizes[:i]) for i in range(len(terms))]
         splits: dict[int, ScatterSplit] = {}
         layout = None
-        split_offsets = np.empty((0, 0), np.int32)
+        no_offsets = split_offsets = np.empty((0, 0), np.int32)
+        offsets: np.ndarray | None = no_offsets
         if prev is not None and slice_only:
-            offsets, splat_w, splits = prev.offsets, prev.splat_w, prev.splits
+            offsets, splat_w, splits = prev.stacked, prev.splat_w, prev.splits
         else:
-            offsets = np.empty((n, cols), np.int32)
             splat_w = np.empty((n, cols), np.float32)
             layout = self._scatter_layout(terms, row_base)
-            if layout is not None:
+            if layout is None:
+                offsets = np.empty((n, cols), np.int32)
+            else:  # the stacked corners are built only if something asks for them
                 split_offsets = np.empty((n, cols), np.int32)
         slice_w = np.empty((n, cols), np.float32)
         empty = np.empty(0, np.float32)
@@ -331,7 +346,7 @@ class DenseCRF:
                 empty if term.out_scale is None else term.out_scale,
                 np.float32(coef),
                 col,
-                offsets,
+                no_offsets if offsets is None else offsets,
                 splat_w,
                 slice_w,
                 slice_only,
@@ -345,7 +360,8 @@ class DenseCRF:
                 mu[: self.num_labels, : self.num_labels] = term.compat
                 matrix_terms.append((col, term, mu))
             col += lat.dim + 1
-        plan = _Plan(terms, row_base, max(sum(sizes), 1), offsets, splat_w, slice_w, matrix_terms)
+        stacked = None if offsets is no_offsets else offsets
+        plan = _Plan(terms, row_base, max(sum(sizes), 1), stacked, splat_w, slice_w, matrix_terms)
         if layout is not None:
             splits[layout.shares] = dataclasses.replace(layout, offsets=split_offsets)
         plan.splits = splits
@@ -356,7 +372,7 @@ class DenseCRF:
         """The fused pass's split as the lattices' builds saw it, when they all used the
         current share count (more than one); its offsets are filled with the plan's."""
         shares = thread_shares()
-        if shares < 2 or not terms:
+        if shares < 2 or not terms or any(not t.is_potts for t in terms):
             return None
         if any(t.lattice.vertex_shares.shares != shares for t in terms):
             return None
