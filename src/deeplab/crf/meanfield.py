@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deeplab.crf import kernels
+from deeplab.crf import heap, kernels
 from deeplab.crf.lattice import PermutohedralLattice
 from deeplab.crf.simd import ROW_STEP
 from deeplab.crf.split_scatter import (
@@ -452,6 +452,13 @@ class DenseCRF:
         out = np.empty((self.num_labels, self.num_points), np.float32)
         with adapted_threads():
             plan = self._plan_or_build()
+            # About what a call allocates afresh (unary, lattices, plan, lattice values):
+            # kept by the allocator for the next call rather than faulted in again.
+            heap.keep_free(
+                2 * (self._neg_unary.nbytes + out.nbytes)
+                + 6 * plan.splat_w.nbytes
+                + 12 * plan.rows * self.width
+            )
             if plan.matrix_terms:
                 self._matrix_inference(iterations, out, callback)
             else:
