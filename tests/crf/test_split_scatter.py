@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
 from deeplab.crf import kernels
+from deeplab.crf import lattice as lattice_module
 from deeplab.crf.lattice import PermutohedralLattice, hash_vertices
 from deeplab.crf.split_scatter import (
     gather_overlaps,
@@ -101,7 +103,17 @@ def test_split_scatter_holds_for_any_vertex_numbering() -> None:
         _check_against_private(offsets, columns, blocks, rows, shares, seed=shares)
 
 
-def test_layout_learnt_while_hashing_is_the_generic_one() -> None:
+@pytest.fixture(params=["one thread", "threads"])
+def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Hash ranges on one thread in one table, or on threads of their own then merged."""
+    if request.param == "threads":
+        if numba.get_num_threads() < 2:
+            pytest.skip("one numba thread")
+        monkeypatch.setattr(lattice_module, "MIN_POINTS_PER_RANGE", 1)
+    return str(request.param)
+
+
+def test_layout_learnt_while_hashing_is_the_generic_one(hashing: str) -> None:
     lattices = _two_lattices(50, seed=1)
     sizes = [lat.num_vertices for lat in lattices]
     for shares in (2, 3, 4):
@@ -119,7 +131,7 @@ def test_layout_learnt_while_hashing_is_the_generic_one() -> None:
         assert layout.rows == generic.rows
 
 
-def test_vertex_shares_name_the_vertices_several_shares_touch() -> None:
+def test_vertex_shares_name_the_vertices_several_shares_touch(hashing: str) -> None:
     feats = _features(30)[1]
     rem0, rank, _, _ = kernels.simplex_keys(feats)
     offsets, keys, _, info = hash_vertices(rem0, rank, shares=3)

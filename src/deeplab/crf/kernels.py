@@ -405,26 +405,33 @@ def _canonical(d1):
 
 
 @nb.njit(**_JIT)
-def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets):
+def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets, keys, table, m, seen):
     """Hash the simplex vertices of points k0..k1-1: their offsets (rows k0..k1-1 of the
     (N, d+1) int32 ``offsets``) into the keys found, numbered in order of first
-    appearance. Returns the keys buffer (its first m rows are the keys), the table, m.
+    appearance. Returns the keys buffer (its first m rows are the keys), the table, m and
+    the lowest vertex the range touches.
 
+    Starts from the first m keys of ``keys`` and their ``table`` (a new table where the
+    table is empty) and marks in ``seen`` (m,) the vertices among those the range touches.
     Neighbouring points usually lie in the same simplex; such a point reuses the previous
     point's offsets without touching the table.
     """
     d1 = simplex_rem0.shape[1]
     d = d1 - 1
     canonical = _canonical(d1)
-    # Start small and grow: lattices have far fewer vertices than points x corners, and a
-    # table that fits in cache makes every probe cheaper.
-    cap = 1024
-    while cap < (k1 - k0) // 4:
-        cap *= 2
-    table = np.full(cap, -1, np.int64)
-    keys = np.empty((cap // 2 + 1, d), np.int32)
+    m0 = m
+    if table.size == 0:
+        # Start small and grow: lattices have far fewer vertices than points x corners,
+        # and a table that fits in cache makes every probe cheaper.
+        cap = 1024
+        while cap < (k1 - k0) // 4:
+            cap *= 2
+        table = np.full(cap, -1, np.int64)
+        keys = np.empty((cap // 2 + 1, d), np.int32)
+        m = m0 = 0
+    cap = table.size
     key = np.empty(d, np.int32)
-    m = 0
+    lowest = np.int64(m0)
     for k in range(k0, k1):
         if k > k0:
             same = True
@@ -456,8 +463,11 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets):
                 table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
                 found = m
                 m += 1
+            elif found < m0:
+                seen[found] = 1
+                lowest = min(lowest, found)
             offsets[k, r] = found
-    return keys, table, m
+    return keys, table, m, lowest
 
 
 @nb.njit(**_JIT)

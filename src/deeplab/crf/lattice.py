@@ -46,27 +46,62 @@ def hash_vertices(
     bounds = [i * n // shares for i in range(shares + 1)]
     offsets = np.empty(rem0.shape, np.int32)
 
-    def insert(i: int) -> tuple[np.ndarray, np.ndarray, int]:
-        return kernels.insert_range(rem0, rank, bounds[i], bounds[i + 1], offsets)
-
     workers = min(shares, numba.get_num_threads(), n // MIN_POINTS_PER_RANGE)
     if workers > 1:
-        # The kernel releases the GIL: the ranges run on threads of their own.
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(insert, range(shares)))
-    else:
-        parts = [insert(i) for i in range(shares)]
-    keys, table, m = parts[0]
+        return _hash_in_parallel(rem0, rank, bounds, offsets, workers)
+    # One thread: each range goes on in the same table, marking the vertices it meets
+    # again.
+    keys = np.empty((0, rem0.shape[1] - 1), np.int32)
+    table = np.empty(0, np.int64)
+    before = [0]
+    numbers = []
+    m = 0
+    for i in range(shares):
+        seen = np.zeros(m, np.uint8)
+        keys, table, m_next, lowest = kernels.insert_range(
+            rem0, rank, bounds[i], bounds[i + 1], offsets, keys, table, m, seen
+        )
+        if i > 0:
+            numbers.append((int(lowest), np.flatnonzero(seen), m_next > m))
+        m = m_next
+        before.append(m)
+    shares_of = VertexShares.from_seen(before, numbers, m)
+    return offsets, keys[:m].copy(), table, shares_of
+
+
+def _hash_in_parallel(
+    rem0: np.ndarray, rank: np.ndarray, bounds: list[int], offsets: np.ndarray, workers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, VertexShares]:
+    """Ranges hashed each on its own thread, then merged into the first in order."""
+    d = rem0.shape[1] - 1
+    no_keys, no_table, no_seen = (
+        np.empty((0, d), np.int32),
+        np.empty(0, np.int64),
+        np.empty(0, np.uint8),
+    )
+
+    def insert(i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        return kernels.insert_range(
+            rem0, rank, bounds[i], bounds[i + 1], offsets, no_keys, no_table, 0, no_seen
+        )
+
+    # The kernel releases the GIL: the ranges run on threads of their own.
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(insert, range(len(bounds) - 1)))
+    keys, table, m, _ = parts[0]
     before = [0, m]
     numbers = []
-    for i in range(1, shares):
-        part_keys, _, part_m = parts[i]
-        table, keys, m, got = kernels.merge_range(
+    for i in range(1, len(parts)):
+        part_keys, _, part_m, _ = parts[i]
+        table, keys, m_next, got = kernels.merge_range(
             table, keys, m, part_keys, part_m, offsets, bounds[i], bounds[i + 1]
         )
+        old = got[got < m]
+        lowest = int(got.min()) if got.size else m
+        numbers.append((lowest, old, m_next > m))
+        m = m_next
         before.append(m)
-        numbers.append(got)
-    return offsets, keys[:m].copy(), table, VertexShares.from_ranges(before, numbers, m)
+    return offsets, keys[:m].copy(), table, VertexShares.from_seen(before, numbers, m)
 
 
 class PermutohedralLattice:

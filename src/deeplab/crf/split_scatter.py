@@ -77,21 +77,24 @@ class VertexShares:
         return int(self.lowest.size)
 
     @classmethod
-    def from_ranges(
-        cls, bounds: list[int], numbers: list[np.ndarray], num_vertices: int
+    def from_seen(
+        cls, bounds: list[int], later: list[tuple[int, np.ndarray, bool]], num_vertices: int
     ) -> VertexShares:
-        """From the vertex count before each range (bounds, T+1 with the total last) and
-        each later range's keys' numbers (T-1 arrays, as merged in order)."""
+        """From the vertex count before each range (bounds, T+1, the total last) and, for
+        each later range in order, (the lowest vertex it touches, the earlier ranges'
+        vertices it touches, whether it added any)."""
         shares = len(bounds) - 1
         lowest = np.full(shares, np.iinfo(np.int64).max, np.int64)
         highest = np.full(shares, -1, np.int64)
         if bounds[1] > 0:
             lowest[0], highest[0] = 0, bounds[1] - 1
         flag = np.zeros(num_vertices, np.bool_)
-        for t, got in enumerate(numbers, start=1):
-            if got.size:
-                lowest[t], highest[t] = got.min(), got.max()
-                flag[got[got < bounds[t]]] = True
+        for t, (low, old, added) in enumerate(later, start=1):
+            flag[old] = True
+            if added:
+                lowest[t], highest[t] = low, bounds[t + 1] - 1
+            elif old.size:
+                lowest[t], highest[t] = low, old.max()
         shared = np.flatnonzero(flag)
         index = np.full(num_vertices, -1, np.int32)
         index[shared] = np.arange(shared.size, dtype=np.int32)
