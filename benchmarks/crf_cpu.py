@@ -5,15 +5,18 @@
     python benchmarks/crf_cpu.py --busy     # headline, busy machine, presets, pools only
 
 Sections: the headline comparison (our default threads and one thread against
-pydensecrf2, alternated run by run); the same with one competing busy process (a child
+pydensecrf2); the same with one competing busy process (a child
 spinning on one core), adding our threads fixed at the maximum
 (``DEEPLAB_ADAPTIVE_THREADS=0``); other settings people run (preset krahenbuhl2013;
 pydensecrf-style calls with sxy 1 and symmetric normalisation through the drop-in);
 process pools (multiprocessing and joblib, sizes 1, 2 and 4) refining different images,
 against one process's one-thread rate; scaling with pixels and labels.
 
-Prints Markdown tables of measured figures; nothing is asserted. Each memory figure comes
-from a fresh child process: peak resident memory during one run minus the resident
+Every timed implementation runs in a process of its own, as its users run it (what one
+keeps on its heap between calls must not speed up or slow down another), and the
+processes are alternated call by call: medians of ``--repeats`` calls each after two
+warm-up calls. Prints Markdown tables of measured figures; nothing is asserted. Each
+memory figure comes from a fresh child process: peak resident memory during one run minus the resident
 memory just before it (Linux /proc/self/status, peak reset through clear_refs).
 """
 
@@ -159,18 +162,75 @@ def timed(fn, *args, repeats: int) -> list[float]:
     return out
 
 
-def timed_pair(fn_a, fn_b, *args, repeats: int) -> tuple[list[float], list[float]]:
-    """Alternate the two implementations run by run, so that any drift of the machine's
-    speed (other tenants, frequency) falls on both alike."""
-    fn_a(*args)
-    fn_b(*args)
-    out_a, out_b = [], []
-    for _ in range(repeats):
-        for fn, out in ((fn_a, out_a), (fn_b, out_b)):
-            start = time.perf_counter()
-            fn(*args)
-            out.append(time.perf_counter() - start)
-    return out_a, out_b
+# Every timed arm runs in a process of its own, as users run each implementation: the
+# heap each keeps between calls (deeplab.crf.heap raises glibc's M_TOP_PAD) is then its
+# own, and one implementation's allocations do not warm or cool the other's.
+ARMS = {
+    "deeplab": (run_ours, None),
+    "deeplab, 1 thread": (run_ours, 1),
+    "deeplab, threads fixed": (run_ours, "fixed"),
+    "pydensecrf2": (run_reference, None),
+    "deeplab krahenbuhl2013": (run_ours_krahenbuhl, None),
+    "deeplab krahenbuhl2013, 1 thread": (run_ours_krahenbuhl, 1),
+    "pydensecrf2 krahenbuhl2013": (run_reference_krahenbuhl, None),
+    "drop-in": (run_dropin, None),
+    "drop-in, 1 thread": (run_dropin, 1),
+    "pydensecrf2 drop-in call": (run_reference_dropin, None),
+}
+
+
+def _serve(arm: str, width: int, height: int, labels: int) -> None:
+    """Child: time one arm on request (a line on stdin), one figure per line out."""
+    fn, threads = ARMS[arm]
+    if threads == "fixed":
+        os.environ["DEEPLAB_ADAPTIVE_THREADS"] = "0"
+    elif threads == 1:
+        import numba
+
+        numba.set_num_threads(1)
+    image, probs = make_image(width, height), make_probs(labels, height, width)
+    fn(image, probs)  # warm-up: numba loads its cached machine code, caches fill
+    fn(image, probs)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        fn(image, probs)
+        print(time.perf_counter() - start, flush=True)
+
+
+def timed_in_processes(
+    arms: list[str], width: int, height: int, labels: int, *, repeats: int
+) -> list[list[float]]:
+    """Seconds per call of each arm, each in a process of its own, alternated call by
+    call so that any drift of the machine's speed falls on all alike."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", arm, str(width), str(height), str(labels)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for arm in arms
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        out: list[list[float]] = [[] for _ in arms]
+        for _ in range(repeats):
+            for proc, times in zip(procs, out, strict=True):
+                assert proc.stdin is not None and proc.stdout is not None
+                # The previous worker's idle threads spin for a moment after its call: on
+                # a quiet machine nothing else may be running when a call starts.
+                time.sleep(0.05)
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                times.append(float(proc.stdout.readline()))
+        return out
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait()
 
 
 def set_threads(n: int | None) -> None:
@@ -220,13 +280,12 @@ def headline(repeats: int) -> None:
     print()
     print("| threads | deeplab (ms) | pydensecrf2 (ms) | ratio |")
     print("|---|---|---|---|")
-    for threads in (None, 1):
-        set_threads(threads)
-        ours_t, ref_t = timed_pair(run_ours, run_reference, image, probs, repeats=repeats)
-        ours, ref = statistics.median(ours_t), statistics.median(ref_t)
-        label = "all" if threads is None else str(threads)
-        print(f"| {label} | {ours * 1e3:.0f} | {ref * 1e3:.0f} | {ours / ref:.2f} |")
-    set_threads(None)
+    times = timed_in_processes(
+        ["deeplab", "deeplab, 1 thread", "pydensecrf2"], w, h, labels, repeats=repeats
+    )
+    ours, one, ref = (statistics.median(t) for t in times)
+    print(f"| all | {ours * 1e3:.0f} | {ref * 1e3:.0f} | {ours / ref:.2f} |")
+    print(f"| 1 | {one * 1e3:.0f} | {ref * 1e3:.0f} | {one / ref:.2f} |")
     print()
     print("| peak memory above baseline | deeplab (MiB) | pydensecrf2 (MiB) |")
     print("|---|---|---|")
@@ -249,74 +308,25 @@ def busy_process():
         proc.wait()
 
 
-@contextlib.contextmanager
-def fixed_threads():
-    """Our kernels on every thread the cap allows, whatever else runs (no adaptation)."""
-    os.environ["DEEPLAB_ADAPTIVE_THREADS"] = "0"
-    try:
-        yield
-    finally:
-        del os.environ["DEEPLAB_ADAPTIVE_THREADS"]
-
-
-def _one_thread(fn):
-    def run(*args):
-        import numba
-
-        before = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            return fn(*args)
-        finally:
-            numba.set_num_threads(before)
-
-    return run
-
-
-def _fixed(fn):
-    def run(*args):
-        with fixed_threads():
-            return fn(*args)
-
-    return run
-
-
 def busy(repeats: int) -> None:
     """Quiet and with one competing busy process: default, one thread, threads fixed at the
     maximum, and pydensecrf2, all alternated run by run within each condition."""
     w, h, labels = 500, 375, 21
-    image, probs = make_image(w, h), make_probs(labels, h, w)
-    arms = {
-        "deeplab, default": run_ours,
-        "deeplab, 1 thread": _one_thread(run_ours),
-        "deeplab, threads fixed at the maximum": _fixed(run_ours),
-        "pydensecrf2": run_reference,
-    }
+    arms = ["deeplab", "deeplab, 1 thread", "deeplab, threads fixed", "pydensecrf2"]
+    names = ["deeplab, default", "deeplab, 1 thread", "deeplab, threads fixed at the maximum"]
     print(f"## A busy machine: {w}x{h}, {labels} labels, deeplab-largefov (medians of {repeats})")
     print()
-    print("| machine | " + " | ".join(arms) + " | default / pydensecrf2 | default / 1 thread |")
+    header = " | ".join([*names, "pydensecrf2"])
+    print(f"| machine | {header} | default / pydensecrf2 | default / 1 thread |")
     print("|---|" + "---|" * (len(arms) + 2))
     for condition in ("quiet", "one busy process"):
         ctx = busy_process() if condition != "quiet" else contextlib.nullcontext()
         with ctx:
-            times = timed_many(list(arms.values()), image, probs, repeats=repeats)
+            times = timed_in_processes(arms, w, h, labels, repeats=repeats)
         med = [statistics.median(t) for t in times]
         cells = " | ".join(f"{m * 1e3:.0f} ms" for m in med)
         print(f"| {condition} | {cells} | {med[0] / med[3]:.2f} | {med[0] / med[1]:.2f} |")
     print()
-
-
-def timed_many(fns, *args, repeats: int) -> list[list[float]]:
-    """Like :func:`timed_pair` for any number of implementations."""
-    for fn in fns:
-        fn(*args)
-    out: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, times in zip(fns, out, strict=True):
-            start = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - start)
-    return out
 
 
 def presets(repeats: int) -> None:
@@ -330,18 +340,22 @@ def presets(repeats: int) -> None:
     print("|---|---|---|---|---|---|")
     cases = {
         "preset krahenbuhl2013 (symmetric, 5 iterations)": (
-            run_ours_krahenbuhl,
-            run_reference_krahenbuhl,
+            run_ours_krahenbuhl, run_reference_krahenbuhl, "deeplab krahenbuhl2013",
+            "pydensecrf2 krahenbuhl2013",
         ),
-        "drop-in, sxy 1 / 80, srgb 13, symmetric, 5 iterations": (run_dropin, run_reference_dropin),
-    }
-    for name, (ours, ref) in cases.items():
+        "drop-in, sxy 1 / 80, srgb 13, symmetric, 5 iterations": (
+            run_dropin, run_reference_dropin, "drop-in", "pydensecrf2 drop-in call",
+        ),
+    }  # fmt: skip
+    for name, (ours, ref, arm, ref_arm) in cases.items():
         agree = float((ours(image, probs).argmax(0) == ref(image, probs).argmax(0)).mean())
-        for threads, fn in (("default", ours), ("1", _one_thread(ours))):
-            ours_t, ref_t = timed_pair(fn, ref, image, probs, repeats=repeats)
-            a, b = statistics.median(ours_t), statistics.median(ref_t)
+        times = timed_in_processes(
+            [arm, f"{arm}, 1 thread", ref_arm], w, h, labels, repeats=repeats
+        )
+        a, a1, b = (statistics.median(t) for t in times)
+        for threads, t in (("default", a), ("1", a1)):
             print(
-                f"| {name} | {threads} | {a * 1e3:.0f} | {b * 1e3:.0f} | {a / b:.2f} | "
+                f"| {name} | {threads} | {t * 1e3:.0f} | {b * 1e3:.0f} | {t / b:.2f} | "
                 f"{agree:.4%} |"
             )
     print()
@@ -462,7 +476,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        arm, w, h, labels = args.serve
+        _serve(arm, int(w), int(h), int(labels))
+        return
     if args.child:
         impl, w, h, labels = args.child
         _child_memory(impl, int(w), int(h), int(labels))
