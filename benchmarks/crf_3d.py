@@ -10,7 +10,8 @@ implementation: deeplab's :func:`deeplab.crf.dense_crf_3d` (all threads and one 
 pydensecrf2's generic ``DenseCRF`` with the same 3-D features (what its users write),
 SimpleCRF's ``denseCRF3D`` and MONAI's ``CRF`` where they are installed and work (else
 the table says why not). Times include building the features and lattices, as a user's
-call does; the first call of each is a warm-up. Peak memory: a fresh child process per
+call does. Each implementation runs in a process of its own, as its users run it, after a
+warm-up call; the processes take turns call by call. Peak memory: a fresh child process per
 figure, peak resident memory during one run minus the resident memory just before it
 (Linux /proc/self/status, peak reset through clear_refs). Prints Markdown; asserts
 nothing.
@@ -178,22 +179,53 @@ def unavailable(name: str) -> str | None:
 
 
 # -- measurement ---------------------------------------------------------------------------------
-def timed_alternating(
-    names: list[str], volume, probs, repeats: int
-) -> dict[str, tuple[float, float]]:
-    """Median wall and CPU seconds (all of this process's threads) of each implementation:
-    each once to warm up, then run by run in turn, so that any drift of the machine's
-    speed falls on all alike. On a busy machine the CPU seconds say more than the wall."""
-    for name in names:
+def _serve(name: str, shape: tuple[int, int, int], labels: int) -> None:
+    """Child: time one implementation on request (a line on stdin): wall and CPU seconds
+    (all of this process's threads) per line out."""
+    volume, probs = make_volume(shape), make_probs(shape, labels)
+    IMPLEMENTATIONS[name](volume, probs)  # warm-up
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start, start_cpu = time.perf_counter(), time.process_time()
         IMPLEMENTATIONS[name](volume, probs)
+        print(time.perf_counter() - start, time.process_time() - start_cpu, flush=True)
+
+
+def timed_alternating(
+    names: list[str], shape: tuple[int, int, int], labels: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of each implementation, each in a process of its own
+    (as its users run it: what one keeps on its heap must not help or hinder another),
+    after one warm-up call, then run by run in turn so that any drift of the machine's
+    speed falls on all alike. On a busy machine the CPU seconds say more than the wall."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", name, *map(str, shape), str(labels)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(repeats):
-        for name in names:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            IMPLEMENTATIONS[name](volume, probs)
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for _ in range(repeats):
+            for name, proc in zip(names, procs, strict=True):
+                assert proc.stdin is not None and proc.stdout is not None
+                time.sleep(0.05)  # the previous process's idle threads stop spinning
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                seconds, cpu_seconds = map(float, proc.stdout.readline().split())
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait()
     return {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
 
 
@@ -236,7 +268,7 @@ def side_by_side(shape: tuple[int, int, int], labels: int, runnable: list[str], 
     d, h, w = shape
     print(f"## {w}x{h}x{d} voxels (W x H x D), 2 channels, {labels} labels")
     print()
-    times = timed_alternating(runnable, volume, probs, repeats)
+    times = timed_alternating(runnable, shape, labels, repeats)
     ref = IMPLEMENTATIONS["pydensecrf2"](volume, probs) if "pydensecrf2" in runnable else None
     peers = [times[n][0] for n in runnable if n in PEERS]
     fastest_peer = min(peers) if peers else None
@@ -267,8 +299,7 @@ def growth(sizes: list[int], labels: int, runnable: list[str], repeats: int) -> 
     print("|---|---|" + "---|" * (2 * len(names) + 1))
     for s in sizes:
         shape = (s, s, s)
-        volume, probs = make_volume(shape), make_probs(shape, labels)
-        times = timed_alternating(names, volume, probs, repeats if s <= 128 else 1)
+        times = timed_alternating(names, shape, labels, repeats if s <= 128 else 1)
         med = [times[n][0] for n in names]
         ratio = f"{med[0] / med[1]:.2f}" if len(med) == 2 else "-"
         cells = " | ".join(f"{t:.2f}" for t in med)
@@ -298,7 +329,12 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="growth 64 128 192 256 and 5 repeats")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()  # fmt: skip
+    if args.serve:
+        name, d, h, w, labels = args.serve
+        _serve(name, (int(d), int(h), int(w)), int(labels))
+        return
     if args.child:
         name, d, h, w, labels = args.child
         _child_memory(name, (int(d), int(h), int(w)), int(labels))

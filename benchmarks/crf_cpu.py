@@ -16,8 +16,9 @@ Every timed implementation runs in a process of its own, as its users run it (wh
 keeps on its heap between calls must not speed up or slow down another), and the
 processes are alternated call by call: medians of ``--repeats`` calls each after two
 warm-up calls. Prints Markdown tables of measured figures; nothing is asserted. Each
-memory figure comes from a fresh child process: peak resident memory during one run minus the resident
-memory just before it (Linux /proc/self/status, peak reset through clear_refs).
+memory figure comes from a fresh child process: peak resident memory during one run
+minus the resident memory just before it (Linux /proc/self/status, peak reset through
+clear_refs).
 """
 
 from __future__ import annotations
