@@ -23,6 +23,7 @@ from llvmlite import ir as llvmir
 from numba.core import types
 from numba.extending import intrinsic
 
+from deeplab.crf.prefetch import prefetch, prefetch_row
 from deeplab.crf.simd import (
     blur_point,
     gather_point,
@@ -44,6 +45,12 @@ _PAR_EXACT = {"cache": True, "nogil": True, "parallel": True}
 CHUNK = 1024
 # Lattice values (rows x labels) below which the blur runs on one thread.
 SERIAL_BLUR_LIMIT = 1 << 18
+# Hash look-ups prepared (and their memory asked for) before any of them is resolved.
+LOOKUP_BATCH = 64
+# Vertices (or points) ahead whose lattice rows are asked for while one is worked on.
+PREFETCH_AHEAD = 16
+# Lattice values from this size on (beyond what the caches keep) are prefetched.
+PREFETCH_BYTES = 16 << 20
 # Points per block of the fused mean-field pass (its scratch stays in L1).
 BLOCK = 64
 
@@ -541,20 +548,41 @@ def build_neighbors(keys, table, offsets, simplex_rank):
                 # Points of one simplex write the same values: the races are harmless.
                 nbrs[a, v, 1] = u
                 nbrs[a, u, 0] = v
+    mask = np.uint64(table.size - 1)
     for ch in nb.prange((m + CHUNK - 1) // CHUNK):
-        probe = np.empty(d, np.int32)
-        for v in range(ch * CHUNK, min(m, (ch + 1) * CHUNK)):
+        # Look-ups go in batches: every probe's table slot is asked for first, then the
+        # key rows the slots point at, then the probes run, mostly on cached lines.
+        probes = np.empty((LOOKUP_BATCH, d), np.int32)
+        hashes = np.empty(LOOKUP_BATCH, np.uint64)
+        where = np.empty((LOOKUP_BATCH, 3), np.int64)
+        count = 0
+        end = min(m, (ch + 1) * CHUNK)
+        for v in range(ch * CHUNK, end):
             for axis in range(d1):
                 for side in range(2):
                     if nbrs[axis, v, side] >= 0:
                         continue
                     step = -1 if side == 0 else 1
                     for i in range(d):
-                        probe[i] = keys[v, i] + step
+                        probes[count, i] = keys[v, i] + step
                     if axis < d:
-                        probe[axis] = keys[v, axis] - step * d
-                    found = _lookup(table, keys, probe)
-                    nbrs[axis, v, side] = found if found >= 0 else m
+                        probes[count, axis] = keys[v, axis] - step * d
+                    h = _hash(probes[count])
+                    hashes[count] = h
+                    prefetch(table, h & mask)
+                    where[count, 0] = axis
+                    where[count, 1] = v
+                    where[count, 2] = side
+                    count += 1
+            if count > LOOKUP_BATCH - 2 * d1 or (v == end - 1 and count > 0):
+                for b in range(count):
+                    entry = table[hashes[b] & mask]
+                    if entry >= 0:
+                        prefetch_row(keys, entry & _IDX_MASK)
+                for b in range(count):
+                    found = _probe(table, keys, probes[b], hashes[b], mask)[0]
+                    nbrs[where[b, 0], where[b, 1], where[b, 2]] = found if found >= 0 else m
+                count = 0
     return nbrs
 
 
@@ -580,9 +608,23 @@ def _scatter_row(buf, offsets, weights, k, row):
 
 
 @nb.njit(**_JIT)
-def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi):
-    """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]]."""
+def _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi, scatter_to):
+    """e[b] = neg_unary[lo+b] + sum_s weights[k, s] * lattice_values[offsets[k, s]].
+
+    The rows of a point further on are asked for meanwhile; ``scatter_to`` (the buffer
+    the same corners are scattered into next, or an empty array) gets them too."""
+    n, corners = offsets.shape
+    if lattice_values.nbytes <= PREFETCH_BYTES:  # the caches keep it: hints only cost
+        for b in range(hi - lo):
+            gather_point(e, b, neg_unary, lattice_values, offsets, weights, lo + b)
+        return
     for b in range(hi - lo):
+        ahead = lo + b + PREFETCH_AHEAD
+        if ahead < n:
+            for r in range(corners):
+                prefetch_row(lattice_values, offsets[ahead, r])
+                if scatter_to.shape[0] > 0:
+                    prefetch_row(scatter_to, offsets[ahead, r])
         gather_point(e, b, neg_unary, lattice_values, offsets, weights, lo + b)
 
 
@@ -702,7 +744,9 @@ def meanfield_pass(
         for lo in range(t * n // shares, end, BLOCK):
             hi = min(end, lo + BLOCK)
             if gather:
-                _gather_block(e, neg_unary, src, offsets, slice_w, lo, hi)
+                _gather_block(
+                    e, neg_unary, src, offsets, slice_w, lo, hi, dst if scatter else src[:0]
+                )
             else:
                 e[: hi - lo] = neg_unary[lo:hi]
             qb = q[: hi - lo]
@@ -722,8 +766,17 @@ def meanfield_pass(
 @nb.njit(**{**_JIT, "fastmath": True})
 def _blur_axis(src, dst, nbrs, axis, lo, hi):
     c = src.shape[1]
-    if whole_lanes(c):
+    if whole_lanes(c) and src.nbytes <= PREFETCH_BYTES:  # the caches keep it
         for v in range(lo, hi):
+            blur_point(dst, src, v, nbrs[axis, v, 0], nbrs[axis, v, 1])
+        return
+    if whole_lanes(c):
+        ahead = min(hi, lo + PREFETCH_AHEAD)
+        for v in range(lo, hi):
+            if ahead < hi:  # the neighbours' rows of a vertex further on
+                prefetch_row(src, nbrs[axis, ahead, 0])
+                prefetch_row(src, nbrs[axis, ahead, 1])
+                ahead += 1
             blur_point(dst, src, v, nbrs[axis, v, 0], nbrs[axis, v, 1])
         return
     for v in range(lo, hi):
@@ -796,7 +849,7 @@ def slice_softmax(neg_unary, lattice_values, offsets, weights, q_out):
         hi = min(n, lo + BLOCK)
         e = np.empty((hi - lo, c), np.float32)
         row_max = np.empty(BLOCK, np.float32)
-        _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi)
+        _gather_block(e, neg_unary, lattice_values, offsets, weights, lo, hi, lattice_values[:0])
         _softmax_block(e, q_out[lo:hi], row_max)
 
 
