@@ -51,6 +51,10 @@ LOOKUP_BATCH = 64
 PREFETCH_AHEAD = 16
 # Lattice values from this size on (beyond what the caches keep) are prefetched.
 PREFETCH_BYTES = 16 << 20
+# Hash tables from this many slots on (8 MiB) have their slots prefetched, this many
+# points ahead.
+PREFETCH_SLOTS = 1 << 20
+PREFETCH_POINTS = 4
 # Points per block of the fused mean-field pass (its scratch stays in L1).
 BLOCK = 64
 
@@ -453,6 +457,13 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets, keys, table, m, se
                 for r in range(d1):
                     offsets[k, r] = offsets[k - 1, r]
                 continue
+        ahead = k + PREFETCH_POINTS
+        if cap >= PREFETCH_SLOTS and ahead < k1:
+            # A table this size misses the caches: ask for a later point's slots now.
+            for r in range(d1):
+                for i in range(d):
+                    key[i] = simplex_rem0[ahead, i] + canonical[r, simplex_rank[ahead, i]]
+                prefetch(table, _hash(key) & np.uint64(cap - 1))
         for r in range(d1):
             for i in range(d):
                 key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
@@ -505,6 +516,9 @@ def merge_range(table, keys, m, part_keys, part_m, offsets, k0, k1):
     range's keys' numbers (part_m,), those below the m passed in being earlier ranges'."""
     renumber = np.empty(part_m, np.int32)
     for j in range(part_m):
+        ahead = j + 4 * PREFETCH_POINTS
+        if table.size >= PREFETCH_SLOTS and ahead < part_m:
+            prefetch(table, _hash(part_keys[ahead]) & np.uint64(table.size - 1))
         found, table, keys, m = _find_or_add(table, keys, m, part_keys[j])
         renumber[j] = found
     for k in range(k0, k1):
