@@ -309,7 +309,10 @@ def _lookup(table, keys, key) -> int:
 def _rehash(keys, m, cap):
     table = np.full(cap, -1, np.int64)
     mask = np.uint64(cap - 1)
+    far = cap >= PREFETCH_SLOTS
     for e in range(m):
+        if far and e + 4 * PREFETCH_POINTS < m:
+            prefetch(table, _hash(keys[e + 4 * PREFETCH_POINTS]) & mask)
         hv = _hash(keys[e])
         h = hv & mask
         while table[h] >= 0:
@@ -595,7 +598,14 @@ def build_neighbors(keys, table, offsets, simplex_rank):
                         prefetch_row(keys, entry & _IDX_MASK)
                 for b in range(count):
                     found = _probe(table, keys, probes[b], hashes[b], mask)[0]
-                    nbrs[where[b, 0], where[b, 1], where[b, 2]] = found if found >= 0 else m
+                    a, u, side = where[b, 0], where[b, 1], where[b, 2]
+                    if found >= 0:
+                        nbrs[a, u, side] = found
+                        # u is found's neighbour the other way: a later look-up spared
+                        # (threads may race here, writing the same value).
+                        nbrs[a, found, 1 - side] = u
+                    else:
+                        nbrs[a, u, side] = m
                 count = 0
     return nbrs
 
