@@ -136,3 +136,14 @@ def test_vertex_numbering_and_neighbours_do_not_depend_on_how_they_are_found(d: 
                 nb_idx = looked_up[axis, :, side]
                 has = nb_idx < m
                 np.testing.assert_array_equal(full[nb_idx[has]], full[has] + sign * step)
+
+
+def test_a_growing_table_is_sized_from_the_points_still_to_come() -> None:
+    # Half full after a third of the points with ~1 vertex per point: room for all of
+    # them at once, not one doubling after another; never less than a doubling, never
+    # more than eight times the table.
+    cap = 1 << 10
+    grown = kernels._grown_capacity(cap, 512, 600, 1800)
+    assert grown >= 2 * (513 * 1800 // 600) and grown == 4 * cap
+    assert kernels._grown_capacity(cap, 512, 2400, 2400) == 2 * cap  # the last point
+    assert kernels._grown_capacity(cap, 512, 10, 10**6) == 8 * cap  # a wild projection

@@ -55,6 +55,8 @@ PREFETCH_BYTES = 16 << 20
 # points ahead.
 PREFETCH_SLOTS = 1 << 20
 PREFETCH_POINTS = 4
+# Points whose simplex vertices are hashed together (their memory asked for first).
+HASH_BATCH = 8
 # Points per block of the fused mean-field pass (its scratch stays in L1).
 BLOCK = 64
 
@@ -419,7 +421,26 @@ def _canonical(d1):
 
 
 @nb.njit(**_JIT)
-def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets, keys, table, m, seen):
+def _grown_capacity(cap, m, done, total):
+    """Table slots for growth past half full: the vertices projected from the ``done`` of
+    ``total`` points served so far (at least twice, at most eight times ``cap``), so a
+    growing lattice is rehashed about once, not at every doubling."""
+    projected = (m + 1) * total // max(done, 1)
+    new_cap = 2 * cap
+    while new_cap < 2 * (projected + 1) and new_cap < 8 * cap:
+        new_cap *= 2
+    return new_cap
+
+
+@nb.njit(**_JIT)
+def _grow(keys, m, cap):
+    grown = np.empty((cap // 2 + 1, keys.shape[1]), np.int32)
+    grown[:m] = keys[:m]
+    return grown, _rehash(grown, m, cap)
+
+
+@nb.njit(**_JIT)
+def insert_range(simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys, table, m, seen):
     """Hash the simplex vertices of points k0..k1-1: their offsets (rows k0..k1-1 of the
     (N, d+1) int32 ``offsets``) into the keys found, numbered in order of first
     appearance. Returns the keys buffer (its first m rows are the keys), the table, m and
@@ -427,8 +448,9 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets, keys, table, m, se
 
     Starts from the first m keys of ``keys`` and their ``table`` (a new table where the
     table is empty) and marks in ``seen`` (m,) the vertices among those the range touches.
-    Neighbouring points usually lie in the same simplex; such a point reuses the previous
-    point's offsets without touching the table.
+    The table serves points ``first..last-1`` in all (it is sized from them). Neighbouring
+    points usually lie in the same simplex; such a point reuses the previous point's
+    offsets without touching the table.
     """
     d1 = simplex_rem0.shape[1]
     d = d1 - 1
@@ -438,77 +460,72 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, offsets, keys, table, m, se
         # Start small and grow: lattices have far fewer vertices than points x corners,
         # and a table that fits in cache makes every probe cheaper.
         cap = 1024
-        while cap < (k1 - k0) // 4:
+        while cap < (last - first) // 4:
             cap *= 2
         table = np.full(cap, -1, np.int64)
         keys = np.empty((cap // 2 + 1, d), np.int32)
         m = m0 = 0
     cap = table.size
-    key = np.empty(d, np.int32)
     lowest = np.int64(m0)
-    for k in range(k0, k1):
-        if k > k0:
-            same = True
+    # Points go in batches: their keys and hashes first, every slot asked for, then the
+    # key rows the slots point at, then the probes, mostly on cached lines.
+    batch_keys = np.empty((HASH_BATCH, d1, d), np.int32)
+    batch_hashes = np.empty((HASH_BATCH, d1), np.uint64)
+    repeats = np.zeros(HASH_BATCH, np.bool_)
+    for b0 in range(k0, k1, HASH_BATCH):
+        b1 = min(k1, b0 + HASH_BATCH)
+        far = cap >= PREFETCH_SLOTS
+        mask = np.uint64(cap - 1)
+        for k in range(b0, b1):
+            j = k - b0
+            same = k > k0
             for i in range(d1):
+                if not same:
+                    break
                 if (
                     simplex_rem0[k, i] != simplex_rem0[k - 1, i]
                     or simplex_rank[k, i] != simplex_rank[k - 1, i]
                 ):
                     same = False
-                    break
+            repeats[j] = same
             if same:
+                continue
+            for r in range(d1):
+                for i in range(d):
+                    batch_keys[j, r, i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
+                hv = _hash(batch_keys[j, r])
+                batch_hashes[j, r] = hv
+                if far:
+                    prefetch(table, hv & mask)
+        if far:
+            for j in range(b1 - b0):
+                if not repeats[j]:
+                    for r in range(d1):
+                        entry = table[batch_hashes[j, r] & mask]
+                        if entry >= 0:
+                            prefetch_row(keys, entry & _IDX_MASK)
+        for k in range(b0, b1):
+            j = k - b0
+            if repeats[j]:
                 for r in range(d1):
                     offsets[k, r] = offsets[k - 1, r]
                 continue
-        ahead = k + PREFETCH_POINTS
-        if cap >= PREFETCH_SLOTS and ahead < k1:
-            # A table this size misses the caches: ask for a later point's slots now.
             for r in range(d1):
-                for i in range(d):
-                    key[i] = simplex_rem0[ahead, i] + canonical[r, simplex_rank[ahead, i]]
-                prefetch(table, _hash(key) & np.uint64(cap - 1))
-        for r in range(d1):
-            for i in range(d):
-                key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
-            # _find_or_add, written out: this loop is the hot one.
-            if 2 * (m + 1) > cap:
-                cap *= 2
-                grown = np.empty((cap // 2 + 1, d), np.int32)
-                grown[:m] = keys[:m]
-                keys = grown
-                table = _rehash(keys, m, cap)
-            hv = _hash(key)
-            found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
-            if found < 0:
-                keys[m, :] = key
-                table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
-                found = m
-                m += 1
-            elif found < m0:
-                seen[found] = 1
-                lowest = min(lowest, found)
-            offsets[k, r] = found
+                if 2 * (m + 1) > cap:
+                    cap = _grown_capacity(cap, m, k - first + 1, last - first)
+                    keys, table = _grow(keys, m, cap)
+                hv = batch_hashes[j, r]
+                found, h = _probe(table, keys, batch_keys[j, r], hv, np.uint64(cap - 1))
+                if found < 0:
+                    keys[m, :] = batch_keys[j, r]
+                    table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
+                    found = m
+                    m += 1
+                elif found < m0:
+                    seen[found] = 1
+                    lowest = min(lowest, found)
+                offsets[k, r] = found
     return keys, table, m, lowest
-
-
-@nb.njit(**_JIT)
-def _find_or_add(table, keys, m, key):
-    """Index of ``key`` in the table over keys[:m], adding it (and growing) if absent."""
-    cap = table.size
-    if 2 * (m + 1) > cap:
-        cap *= 2
-        grown = np.empty((cap // 2 + 1, keys.shape[1]), np.int32)
-        grown[:m] = keys[:m]
-        keys = grown
-        table = _rehash(keys, m, cap)
-    hv = _hash(key)
-    found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
-    if found < 0:
-        keys[m, :] = key
-        table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
-        found = m
-        m += 1
-    return found, table, keys, m
 
 
 @nb.njit(**_JIT)
@@ -518,12 +535,35 @@ def merge_range(table, keys, m, part_keys, part_m, offsets, k0, k1):
     pass over all points. Renumbers the range's offsets; returns table, keys, m and the
     range's keys' numbers (part_m,), those below the m passed in being earlier ranges'."""
     renumber = np.empty(part_m, np.int32)
-    for j in range(part_m):
-        ahead = j + 4 * PREFETCH_POINTS
-        if table.size >= PREFETCH_SLOTS and ahead < part_m:
-            prefetch(table, _hash(part_keys[ahead]) & np.uint64(table.size - 1))
-        found, table, keys, m = _find_or_add(table, keys, m, part_keys[j])
-        renumber[j] = found
+    cap = table.size
+    if 2 * (m + part_m + 1) > cap:  # one rehash for the most the range can add
+        while 2 * (m + part_m + 1) > cap:
+            cap *= 2
+        keys, table = _grow(keys, m, cap)
+    mask = np.uint64(cap - 1)
+    far = cap >= PREFETCH_SLOTS
+    hashes = np.empty(LOOKUP_BATCH, np.uint64)
+    for b0 in range(0, part_m, LOOKUP_BATCH):
+        b1 = min(part_m, b0 + LOOKUP_BATCH)
+        for j in range(b0, b1):
+            hv = _hash(part_keys[j])
+            hashes[j - b0] = hv
+            if far:
+                prefetch(table, hv & mask)
+        if far:
+            for j in range(b0, b1):
+                entry = table[hashes[j - b0] & mask]
+                if entry >= 0:
+                    prefetch_row(keys, entry & _IDX_MASK)
+        for j in range(b0, b1):
+            hv = hashes[j - b0]
+            found, h = _probe(table, keys, part_keys[j], hv, mask)
+            if found < 0:
+                keys[m, :] = part_keys[j]
+                table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
+                found = m
+                m += 1
+            renumber[j] = found
     for k in range(k0, k1):
         for r in range(offsets.shape[1]):
             offsets[k, r] = renumber[offsets[k, r]]

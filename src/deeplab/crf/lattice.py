@@ -59,7 +59,7 @@ def hash_vertices(
     for i in range(shares):
         seen = np.zeros(m, np.uint8)
         keys, table, m_next, lowest = kernels.insert_range(
-            rem0, rank, bounds[i], bounds[i + 1], offsets, keys, table, m, seen
+            rem0, rank, bounds[i], bounds[i + 1], 0, n, offsets, keys, table, m, seen
         )
         if i > 0:
             numbers.append((int(lowest), np.flatnonzero(seen), m_next > m))
@@ -81,9 +81,12 @@ def _hash_in_parallel(
     )
 
     def insert(i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        # The first range's table takes in all the others: sized for every point.
+        first, last = (0, bounds[-1]) if i == 0 else (bounds[i], bounds[i + 1])
         return kernels.insert_range(
-            rem0, rank, bounds[i], bounds[i + 1], offsets, no_keys, no_table, 0, no_seen
-        )
+            rem0, rank, bounds[i], bounds[i + 1], first, last, offsets, no_keys, no_table, 0,
+            no_seen,
+        )  # fmt: skip
 
     # The kernel releases the GIL: the ranges run on threads of their own.
     with ThreadPoolExecutor(workers) as pool:
