@@ -147,3 +147,34 @@ def test_a_growing_table_is_sized_from_the_points_still_to_come() -> None:
     assert grown >= 2 * (513 * 1800 // 600) and grown == 4 * cap
     assert kernels._grown_capacity(cap, 512, 2400, 2400) == 2 * cap  # the last point
     assert kernels._grown_capacity(cap, 512, 10, 10**6) == 8 * cap  # a wild projection
+
+
+def test_vertices_of_a_lattice_past_the_cached_table_size_are_numbered_in_order() -> None:
+    # A table that outgrows the caches is probed in prefetched batches: the numbering must
+    # still be the order of first appearance, serially and merged from two ranges.
+    from deeplab.crf.lattice import hash_vertices
+
+    rng = np.random.default_rng(7)
+    feats = rng.uniform(0, 150, size=(300_000, 3)).astype(np.float32)  # ~2 new vertices each
+    rem0, rank, _, overflow = kernels.simplex_keys(feats)
+    assert overflow == 0
+    d1 = rem0.shape[1]
+    canonical = kernels._canonical(d1)
+    corners = np.stack([rem0[:, :-1] + canonical[r][rank[:, :-1]] for r in range(d1)], 1)
+    flat = corners.reshape(-1, d1 - 1).astype(np.int64) + 4096
+    assert flat.min() >= 0 and flat.max() < 1 << 14
+    packed = (flat[:, 0] << 28) | (flat[:, 1] << 14) | flat[:, 2]
+    _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    number = np.empty(first.size, np.int64)
+    number[np.argsort(first)] = np.arange(first.size)
+    expected = number[inverse.ravel()].reshape(-1, d1)
+    assert first.size > kernels.PREFETCH_SLOTS // 2  # the table grows past the threshold
+
+    offsets, keys, table, _ = hash_vertices(rem0, rank, shares=1)
+    assert table.size >= kernels.PREFETCH_SLOTS
+    np.testing.assert_array_equal(offsets, expected)
+    np.testing.assert_array_equal(keys, flat[first[np.argsort(first)]] - 4096)
+    with patch.object(lattice_module, "MIN_POINTS_PER_RANGE", 1):
+        merged, merged_keys, _, _ = hash_vertices(rem0, rank, shares=2)
+    np.testing.assert_array_equal(merged, expected)
+    np.testing.assert_array_equal(merged_keys, keys)

@@ -448,14 +448,9 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys,
 
     Starts from the first m keys of ``keys`` and their ``table`` (a new table where the
     table is empty) and marks in ``seen`` (m,) the vertices among those the range touches.
-    The table serves points ``first..last-1`` in all (it is sized from them). Neighbouring
-    points usually lie in the same simplex; such a point reuses the previous point's
-    offsets without touching the table.
+    The table serves points ``first..last-1`` in all (it is sized from them).
     """
-    d1 = simplex_rem0.shape[1]
-    d = d1 - 1
-    canonical = _canonical(d1)
-    m0 = m
+    d = simplex_rem0.shape[1] - 1
     if table.size == 0:
         # Start small and grow: lattices have far fewer vertices than points x corners,
         # and a table that fits in cache makes every probe cheaper.
@@ -464,17 +459,98 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys,
             cap *= 2
         table = np.full(cap, -1, np.int64)
         keys = np.empty((cap // 2 + 1, d), np.int32)
-        m = m0 = 0
+        m = 0
+    lowest = np.int64(m)
+    k, keys, table, m_next, lowest = _insert_cached(
+        simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys, table, m, m, seen, lowest
+    )
+    if k < k1:
+        keys, table, m_next, lowest = _insert_batched(
+            simplex_rem0, simplex_rank, k, k1, k0, first, last, offsets, keys, table, m_next, m,
+            seen, lowest,
+        )  # fmt: skip
+    return keys, table, m_next, lowest
+
+
+@nb.njit(**_JIT)
+def _insert_cached(
+    simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys, table, m, m0, seen, lowest
+):
+    """:func:`insert_range` point by point while the table fits in the caches; returns
+    the point it stopped at (k1, or the first after the table outgrew them), keys, table,
+    m and the lowest vertex touched. Neighbouring points usually lie in the same simplex;
+    such a point reuses the previous point's offsets without touching the table."""
+    d1 = simplex_rem0.shape[1]
+    d = d1 - 1
+    canonical = _canonical(d1)
     cap = table.size
-    lowest = np.int64(m0)
-    # Points go in batches: their keys and hashes first, every slot asked for, then the
-    # key rows the slots point at, then the probes, mostly on cached lines.
+    key = np.empty(d, np.int32)
+    for k in range(k0, k1):
+        if cap >= PREFETCH_SLOTS:
+            return k, keys, table, m, lowest
+        if k > k0:
+            same = True
+            for i in range(d1):
+                if (
+                    simplex_rem0[k, i] != simplex_rem0[k - 1, i]
+                    or simplex_rank[k, i] != simplex_rank[k - 1, i]
+                ):
+                    same = False
+                    break
+            if same:
+                for r in range(d1):
+                    offsets[k, r] = offsets[k - 1, r]
+                continue
+        for r in range(d1):
+            for i in range(d):
+                key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
+            # _find_or_add, written out: this loop is the hot one.
+            if 2 * (m + 1) > cap:
+                cap = _grown_capacity(cap, m, k - first + 1, last - first)
+                keys, table = _grow(keys, m, cap)
+            hv = _hash(key)
+            found, h = _probe(table, keys, key, hv, np.uint64(cap - 1))
+            if found < 0:
+                keys[m, :] = key
+                table[h] = (_fingerprint(hv) << np.int64(32)) | np.int64(m)
+                found = m
+                m += 1
+            elif found < m0:
+                seen[found] = 1
+                lowest = min(lowest, found)
+            offsets[k, r] = found
+    return k1, keys, table, m, lowest
+
+
+@nb.njit(**_JIT)
+def _insert_batched(
+    simplex_rem0,
+    simplex_rank,
+    k_from,
+    k1,
+    k0,
+    first,
+    last,
+    offsets,
+    keys,
+    table,
+    m,
+    m0,
+    seen,
+    lowest,
+):
+    """:func:`insert_range` from point k_from on (of a range from k0) with a table past
+    the caches: points in batches, their keys and hashes first and every slot asked for,
+    then the key rows the slots point at, then the probes, mostly on cached lines."""
+    d1 = simplex_rem0.shape[1]
+    d = d1 - 1
+    canonical = _canonical(d1)
+    cap = table.size
     batch_keys = np.empty((HASH_BATCH, d1, d), np.int32)
     batch_hashes = np.empty((HASH_BATCH, d1), np.uint64)
     repeats = np.zeros(HASH_BATCH, np.bool_)
-    for b0 in range(k0, k1, HASH_BATCH):
+    for b0 in range(k_from, k1, HASH_BATCH):
         b1 = min(k1, b0 + HASH_BATCH)
-        far = cap >= PREFETCH_SLOTS
         mask = np.uint64(cap - 1)
         for k in range(b0, b1):
             j = k - b0
@@ -495,15 +571,13 @@ def insert_range(simplex_rem0, simplex_rank, k0, k1, first, last, offsets, keys,
                     batch_keys[j, r, i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
                 hv = _hash(batch_keys[j, r])
                 batch_hashes[j, r] = hv
-                if far:
-                    prefetch(table, hv & mask)
-        if far:
-            for j in range(b1 - b0):
-                if not repeats[j]:
-                    for r in range(d1):
-                        entry = table[batch_hashes[j, r] & mask]
-                        if entry >= 0:
-                            prefetch_row(keys, entry & _IDX_MASK)
+                prefetch(table, hv & mask)
+        for j in range(b1 - b0):
+            if not repeats[j]:
+                for r in range(d1):
+                    entry = table[batch_hashes[j, r] & mask]
+                    if entry >= 0:
+                        prefetch_row(keys, entry & _IDX_MASK)
         for k in range(b0, b1):
             j = k - b0
             if repeats[j]:
