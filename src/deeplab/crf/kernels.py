@@ -507,7 +507,7 @@ def _insert_cached(
         for r in range(d1):
             for i in range(d):
                 key[i] = simplex_rem0[k, i] + canonical[r, simplex_rank[k, i]]
-            # _find_or_add, written out: this loop is the hot one.
+            # The probe and insert written out, not a helper: this loop is the hot one.
             if 2 * (m + 1) > cap:
                 cap = _grown_capacity(cap, m, k - first + 1, last - first)
                 keys, table = _grow(keys, m, cap)
