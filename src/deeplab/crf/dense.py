@@ -59,8 +59,10 @@ log = logging.getLogger(__name__)
 # measured, 6.0 GiB estimated):
 # per pixel and label (probabilities, their log, the output), per pixel and padded label
 # (-U), per pixel (lattice corners, folded weights, features) and per lattice row and
-# padded label (values, scratch, one private buffer per thread); lattices rarely have more
-# rows than 0.2 per pixel. The estimate errs on the high side.
+# padded label (values, scratch, and one private buffer per thread share: the fused Potts
+# pass needs only two value buffers, but label-compatibility matrices and step-by-step
+# inference scatter into private copies); lattices rarely have more rows than 0.2 per
+# pixel. The estimate errs on the high side.
 _PER_PIXEL_LABEL = 8
 _PER_PIXEL_WIDTH = 4
 _PER_PIXEL = 200

@@ -64,9 +64,11 @@ Spacing = tuple[float, float, float]
 # Peak bytes of the CPU backend per voxel: per label (the probabilities, their log, the
 # marginals out), per padded label (-U), per lattice column (the two kernels' corners and
 # weights, the fused plan, the build's scratch) and per lattice row and padded label
-# (values, scratch, one private buffer per thread). Fitted to peaks measured on two-channel
-# volumes (2 threads): smooth ones, 0.25-0.5 lattice rows per voxel, peak about half the
-# estimate; noise four times theta_beta, 2.5 rows per voxel, peak about the estimate.
+# (values, scratch, one private buffer per thread share, which matrix compatibilities and
+# step-by-step inference use; the fused Potts pass needs two). Fitted to peaks measured on
+# two-channel volumes (2 threads): smooth ones, 0.25-0.5 lattice rows per voxel, peak about
+# half the estimate; noise four times theta_beta, 2.5 rows per voxel, peak about the
+# estimate.
 _PER_VOXEL_LABEL = 12
 _PER_VOXEL_WIDTH = 4
 _PER_COLUMN = 40
