@@ -3,6 +3,7 @@
     python benchmarks/crf_3d.py                  # 100x150x120, 2 and 5 labels; growth to 128^3
     python benchmarks/crf_3d.py --full           # ... and growth to 256^3, more repeats
     python benchmarks/crf_3d.py --size 40 60 50 --growth 32 48 --repeats 1   # a quick look
+    python benchmarks/crf_3d.py --growth --repeats 3   # the side-by-side tables only
 
 A two-channel volume (two MRI-like contrasts of smooth blobs, 0..255, with noise) and
 network-like probabilities (coarse scores upsampled, softmax), the same for every
@@ -324,7 +325,7 @@ def main() -> None:
         type=int,
         nargs="*",
         default=[64, 128],
-        help="cube sides of the growth table (default 64 128)",
+        help="cube sides of the growth table (default 64 128; --growth alone: no growth table)",
     )
     parser.add_argument("--full", action="store_true", help="growth 64 128 192 256 and 5 repeats")
     parser.add_argument("--repeats", type=int, default=3)
