@@ -63,8 +63,8 @@ def test_repeated_calls_reuse_their_memory() -> None:
     kept = _faults_per_call("1")
     off = _faults_per_call("0")
     # A call allocates about 50 MB afresh (~12,500 pages faulted in per call with the heap
-    # trimmed). Kept, next to none of it is faulted in again: 35 pages on a quiet machine,
-    # ~550 with another process busy (the work lands on other threads' arenas then), so the
-    # bound is relative to the trimmed case, not an absolute count.
+    # trimmed). Kept, next to none of it is faulted in again: 35 pages measured on a quiet
+    # machine, 545 beside a busy process (why more there is not known), so the bound is
+    # relative to the trimmed case, not an absolute count.
     assert off > 5000, off
     assert kept < off / 10, (kept, off)
