@@ -442,7 +442,7 @@ def _grow(keys, m, cap):
     return grown, _rehash(grown, m, cap)
 
 
-@nb.njit(inline="always")
+@nb.njit(**_JIT, inline="always")
 def _same_simplex(simplex_rem0, simplex_rank, k):
     """Whether point k lies in the same simplex as point k-1 (it then has its offsets)."""
     for i in range(simplex_rem0.shape[1]):
